@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine:
+#   make quickstart   creates .venv, installs ecg-tune, runs the quickstart sweep on synthetic data
+#   make test         creates .venv, installs ecg-tune with dev extras, runs the default test suite
+# TORCH_SPEC picks the PyTorch build: the default is the CPU wheel these machines carry; on a GPU
+# cluster use e.g. `make quickstart TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: venv quickstart test test-slow test-all lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+quickstart: venv
+	$(BIN)/ecg-tune quickstart
+
+test: venv
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: venv
+	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
+
+test-all: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check ecg_tune tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache quickstart-output

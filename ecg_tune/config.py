@@ -1,0 +1,252 @@
+"""Typed trial configuration with the paper's defaults, and its flat dotted-key form.
+
+`TrialConfig` is a tree of dataclasses. Its flat form (`to_flat` / `from_flat`) has one key per knob:
+`method.name`, `method.temperature`, `encoder.name`, `augment.pipeline`, `augment.timeout.min_fraction`,
+`optim.lr`, `seed`, ... That flat dict is what Optuna samples, what Ray hands a trial and what MLflow
+shows as params. Method, encoder and augmentation parameters live in `params` dicts because each
+implementation declares its own parameter dataclass next to its code (one file per concept); they are
+checked against that dataclass when the object is built (`ecg_tune.ssl.*.build_*`).
+
+Lists are written as comma-separated strings in the flat form, so every flat value is a scalar that
+Optuna, Ray and MLflow all accept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecg_tune.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    pretrain: list[str] = field(default_factory=list)  # shard datasets (paths/URIs), mixed for pretraining
+    downstream: str = ""  # PTB-XL-like shard dataset with folds 1-10 for probes and protocols
+    label_set: str = "all"  # all | diagnostic | subdiagnostic | superdiagnostic | form | rhythm
+    window: int = 250  # 2.5 s at 100 Hz; CPC pretrains on whole records (see method)
+    eval_stride: int = 125
+    aggregate: str = "mean"  # record score from window scores: mean | max
+    normalize: bool = False  # per-lead z-score with the manifest's training-fold statistics
+    leads: str = ""  # comma-separated subset of lead names; "" = all leads of the dataset
+    exclude_leakage: bool = True  # drop downstream val/test records (id or signal hash) from pretraining
+    max_pretrain_records: int = 0  # 0 = all
+
+
+@dataclass
+class MethodConfig:
+    name: str = "simclr"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "xresnet1d50"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AugmentConfig:
+    # The paper's best pair (README commands of the reference code): RandomResizedCrop then TimeOut.
+    pipeline: list[str] = field(default_factory=lambda: ["random_resized_crop", "timeout"])
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # augmentation name -> its params
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | adamw
+    lr: float = 0.00229  # SimCLR/BYOL config value of the paper's code
+    weight_decay: float = 1e-6
+    schedule: str = "warmup_cosine"  # warmup_cosine | constant
+    warmup_epochs: float = 1.0
+    grad_clip: float = 0.0  # 0 = off
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100  # the paper ran 2000 (SimCLR/BYOL/SwAV) / 1000 (CPC) epochs on a V100
+    batch_size: int = 256  # the paper used 4096 (contrastive) / 32 (CPC)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    compile: bool = False  # torch.compile on GPU
+    steps_per_epoch: int = 0  # 0 = one random window per record per epoch
+    checkpoint_every: int = 1  # epochs
+
+
+@dataclass
+class EvalConfig:
+    protocols: list[str] = field(default_factory=lambda: ["linear"])  # run at the end of a trial
+    probe_every: int = 1  # epochs between quick linear probes on fold 9 (the scheduler's metric)
+    probe_epochs: int = 5
+    probe_max_records: int = 0  # 0 = all training records of the probe
+    batch_size: int = 128
+    linear_epochs: int = 50
+    linear_lr: float = 4e-3  # 8e-3 * bs/256 at bs 128
+    linear_weight_decay: float = 0.1
+    finetune_head_epochs: int = 0
+    finetune_epochs: int = 50
+    finetune_lr: float = 1e-2
+    finetune_weight_decay: float = 0.1
+    finetune_discriminative_factor: float = 0.25  # lr divided by 4 per layer group from the output side
+    bootstrap: int = 1000  # resamples of test records for the 95% CI
+    noise_levels: list[str] = field(default_factory=lambda: ["L1", "L2", "L3", "L4", "L5", "L6"])
+    label_folds: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+
+
+@dataclass
+class TrialConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+    def to_flat(self) -> dict[str, Any]:
+        return to_flat(self)
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> TrialConfig:
+        return from_flat(flat)
+
+    def replace(self, **flat_overrides: Any) -> TrialConfig:
+        """A copy with dotted-key overrides, e.g. `cfg.replace(**{"optim.lr": 1e-3})`."""
+        flat = self.to_flat()
+        flat.update(flat_overrides)
+        return from_flat(flat)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "method": MethodConfig,
+    "encoder": EncoderConfig,
+    "augment": AugmentConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "evaluation": EvalConfig,
+}
+_OPEN_SECTIONS = {"method", "encoder"}  # any other key goes to params (checked by the implementation)
+
+
+def _join(value: list[Any]) -> str:
+    return ",".join(str(v) for v in value)
+
+
+def to_flat(cfg: TrialConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section in _SECTIONS:
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.name == "params" and section in _OPEN_SECTIONS:
+                for k, v in sorted(value.items()):
+                    flat[f"{section}.{k}"] = v
+            elif f.name == "params" and section == "augment":
+                for aug, params in sorted(value.items()):
+                    for k, v in sorted(params.items()):
+                        flat[f"augment.{aug}.{k}"] = v
+            elif isinstance(value, list):
+                flat[f"{section}.{f.name}"] = _join(value)
+            else:
+                flat[f"{section}.{f.name}"] = value
+    flat["seed"] = cfg.seed
+    return flat
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert a YAML/Optuna/MLflow scalar to the annotated field type, or raise ConfigError(key)."""
+    origin = typing.get_origin(annotation)
+    if origin in (list,):
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, list | tuple):
+            items = list(value)
+        else:
+            items = [value]
+        return [coerce(key, v, item_type) for v in items]
+    if origin in (types.UnionType, typing.Union):
+        raise ConfigError(key, "union-typed config fields are not supported")
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, int | float) and value in (0, 1):
+                return bool(value)
+            if isinstance(value, bool):
+                return value
+            raise ValueError(value)
+        if annotation is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if annotation is str:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError):
+        name = getattr(annotation, "__name__", str(annotation))
+        raise ConfigError(key, f"expected {name}, got {value!r}") from None
+    return value
+
+
+def from_flat(flat: dict[str, Any]) -> TrialConfig:
+    """Build a TrialConfig from dotted keys; unknown fixed keys raise ConfigError naming the key."""
+    cfg = TrialConfig()
+    for key, value in flat.items():
+        if key == "seed":
+            cfg.seed = coerce(key, value, int)
+            continue
+        section, _, rest = key.partition(".")
+        if section not in _SECTIONS or not rest:
+            raise ConfigError(key, f"unknown config key; sections are {', '.join(_SECTIONS)} and seed")
+        obj = getattr(cfg, section)
+        hints = _field_types(type(obj))
+        if section == "augment" and rest != "pipeline":
+            aug, _, param = rest.partition(".")
+            if not param:
+                raise ConfigError(key, "expected augment.pipeline or augment.<augmentation>.<param>")
+            obj.params.setdefault(aug, {})[param] = value
+        elif rest in hints and rest != "params":
+            setattr(obj, rest, coerce(key, value, hints[rest]))
+        elif section in _OPEN_SECTIONS:
+            obj.params[rest] = value
+        else:
+            known = ", ".join(f"{section}.{n}" for n in hints if n != "params")
+            raise ConfigError(key, f"unknown config key; known keys of {section!r}: {known}")
+    return cfg
+
+
+def check_params(kind_key: str, params_cls: type, params: dict[str, Any]) -> Any:
+    """Instantiate an implementation's parameter dataclass from a params dict, naming any bad key.
+
+    `kind_key` is the dotted prefix used in messages, e.g. "method" or "augment.timeout".
+    """
+    hints = _field_types(params_cls)
+    known = {f.name for f in dataclasses.fields(params_cls)}
+    values = {}
+    for k, v in params.items():
+        if k not in known:
+            raise ConfigError(
+                f"{kind_key}.{k}", f"unknown parameter; known: {', '.join(sorted(known)) or '(none)'}"
+            )
+        values[k] = coerce(f"{kind_key}.{k}", v, hints[k])
+    return params_cls(**values)
