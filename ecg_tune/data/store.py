@@ -49,6 +49,28 @@ class SignalStore:
         return (raw.T.astype(np.float32)) / np.float32(self.units_per_mv)
 
     @classmethod
+    def concat(cls, stores: list[SignalStore]) -> SignalStore:
+        """One store holding the records of several (same leads, fs and encoding), in order."""
+        first = stores[0]
+        for s in stores[1:]:
+            if (s.lead_names, s.fs, s.units_per_mv) != (first.lead_names, first.fs, first.units_per_mv):
+                raise ValueError(
+                    f"cannot mix stores with leads/fs/units {s.lead_names}/{s.fs}/{s.units_per_mv} and "
+                    f"{first.lead_names}/{first.fs}/{first.units_per_mv}; ingest both with the same --fs and lead order"
+                )
+        if len(stores) == 1:
+            return first
+        shifts = np.cumsum([0] + [s.data.shape[0] for s in stores[:-1]])
+        return cls(
+            np.concatenate([s.data for s in stores]),
+            np.concatenate([s.offsets + shift for s, shift in zip(stores, shifts)]),
+            np.concatenate([s.lengths for s in stores]),
+            first.units_per_mv,
+            first.lead_names,
+            first.fs,
+        )
+
+    @classmethod
     def from_signals(
         cls, signals: list[np.ndarray], lead_names: tuple[str, ...], fs: float, units_per_mv: float = 1000.0
     ) -> SignalStore:
