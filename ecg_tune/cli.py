@@ -1,0 +1,276 @@
+"""`ecg-tune` command line. Each command imports its layer only when it runs, so `ecg-tune prepare`
+never loads torch, Ray or MLflow, and bad input ends in one clear line with exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SOURCES = ("ptbxl", "cinc", "wfdb", "code15", "chapman")
+PROTOCOL_CHOICES = ("linear", "finetune", "supervised", "random", "label-efficiency", "noise")
+
+
+def _add_prepare(sub: Any) -> None:
+    p = sub.add_parser("prepare", help="ingest a WFDB/CinC/CODE/Chapman corpus into Parquet shards")
+    p.add_argument("source", choices=SOURCES)
+    p.add_argument("root", help="folder of the corpus as published")
+    p.add_argument("out", help="output folder (shards/ + manifest.json)")
+    p.add_argument("--fs", type=float, default=100.0, help="target sampling rate in Hz (default 100)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--lead-order", default="default", help="default (I..aVF, V1..V6), paper, or a comma list")
+    p.add_argument("--records-per-shard", type=int, default=2000)
+    p.add_argument("--label-csv", default=None, help="wfdb source: CSV with record id and labels to join")
+    p.add_argument("--resolution", choices=("100", "500"), default=None, help="ptbxl: records100 or records500")
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from ecg_tune.data import ingest
+    from ecg_tune.data.dataset import format_summary, open_dataset
+
+    options: dict[str, Any] = {}
+    if args.label_csv:
+        options["label_csv"] = args.label_csv
+    if args.resolution:
+        options["resolution"] = int(args.resolution)
+    ingest(args.source, args.root, args.out, fs=args.fs, workers=args.workers, lead_order=args.lead_order,
+           records_per_shard=args.records_per_shard, progress=True, **options)
+    print(format_summary(open_dataset(args.out).summary()))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ecg_tune.data.dataset import format_summary, open_dataset
+    from ecg_tune.data.synthetic import write_synthetic
+
+    write_synthetic(args.out, n_records=args.records, seed=args.seed, fs=args.fs)
+    print(format_summary(open_dataset(args.out).summary()))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ecg_tune.data.dataset import format_summary, open_dataset
+
+    summary = open_dataset(args.path).summary()
+    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
+    return 0
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    from ecg_tune.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(pair, "expected KEY=VALUE, e.g. optim.lr=0.001")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ecg_tune.config import TrialConfig
+    from ecg_tune.ssl.pretrain import run_pretraining
+    from ecg_tune.tune.spaces import validate_flat
+
+    flat = TrialConfig().to_flat()
+    flat.update({"data.pretrain": ",".join(args.data), "method.name": args.method, "encoder.name": args.encoder})
+    if args.downstream:
+        flat["data.downstream"] = args.downstream
+    if args.augment is not None:
+        flat["augment.pipeline"] = args.augment
+    if args.epochs is not None:
+        flat["train.epochs"] = args.epochs
+    if args.batch_size is not None:
+        flat["train.batch_size"] = args.batch_size
+    flat["seed"] = args.seed
+    flat.update(_overrides(args.set))
+    cfg = validate_flat(flat)
+    result = run_pretraining(cfg, Path(args.out), progress=not args.quiet)
+    print(f"encoder checkpoint: {result.encoder_path}")
+    if getattr(result, "excluded_leakage", 0):
+        print(f"excluded {result.excluded_leakage} pretraining records that are downstream val/test records")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ecg_tune.config import TrialConfig
+    from ecg_tune.evaluate.protocols import evaluate_checkpoint, format_result
+
+    overrides = _overrides(args.set)
+    cfg = TrialConfig.from_flat({**TrialConfig().to_flat(), **overrides})
+    result = evaluate_checkpoint(
+        args.checkpoint, args.data, args.protocol, args.label_set, Path(args.out),
+        eval_cfg=cfg.evaluation, data_cfg=cfg.data, seed=args.seed,
+    )
+    print(format_result(result))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ecg_tune.tune.spaces import load_spec
+    from ecg_tune.tune.sweep import print_leaderboard, run_sweep
+
+    spec = load_spec(args.space)  # validate before anything starts
+    result = run_sweep(spec, name=args.name, storage=args.storage, address=args.address,
+                       tracking_uri=args.tracking_uri, num_samples=args.num_samples, data=args.data,
+                       optuna_storage=args.optuna_storage)
+    print_leaderboard(result.leaderboard, spec.objective.metric)
+    _where_to_look(result)
+    return 1 if result.errors else 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ecg_tune.tune.sweep import print_leaderboard, resume_sweep
+
+    result = resume_sweep(args.sweep, storage=args.storage, address=args.address)
+    print_leaderboard(result.leaderboard, "probe_auc")
+    _where_to_look(result)
+    return 1 if result.errors else 0
+
+
+def _where_to_look(result: Any) -> None:
+    s = result.settings
+    print(f"\nsweep folder:   {s.sweep_dir}")
+    print(f"MLflow:         mlflow ui --backend-store-uri {s.tracking_uri}" if s.tracking_uri.startswith("sqlite")
+          else f"MLflow:         {s.tracking_uri}")
+    if result.best_model_uri:
+        print(f"best encoder:   {result.best_model_uri}  (mlflow.pytorch.load_model)")
+    print(f"report:         ecg-tune report {s.sweep_dir}")
+    print(f"resume:         ecg-tune resume {s.sweep_dir}")
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from ecg_tune.data.dataset import format_summary, open_dataset
+    from ecg_tune.data.synthetic import write_synthetic
+    from ecg_tune.tune.spaces import load_spec
+    from ecg_tune.tune.sweep import print_leaderboard, run_sweep
+
+    out = Path(args.out).resolve()
+    data = out / "data"
+    if not (data / "manifest.json").is_file():
+        print(f"generating {args.records} synthetic 12-lead ECGs into {data} ...")
+        write_synthetic(data, n_records=args.records, seed=args.seed)
+    print(format_summary(open_dataset(data).summary()))
+    space = Path(args.space) if args.space else REPO_SPACES / "quickstart.yaml"
+    spec = load_spec(space)
+    name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = run_sweep(spec, name=name, storage=str(out / "sweeps"), data=str(data))
+    print_leaderboard(result.leaderboard, spec.objective.metric)
+    _where_to_look(result)
+    return 1 if result.errors else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ecg_tune.tune.report import build_report
+
+    out = build_report(args.sweep, out_dir=args.out, storage=args.storage, tracking_uri=args.tracking_uri)
+    print(f"report written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecg-tune", description="Sweeps of self-supervised pretraining and PTB-XL evaluation for 12-lead ECGs.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    _add_prepare(sub)
+
+    p = sub.add_parser("synth", help="write the synthetic 12-lead dataset as shards")
+    p.add_argument("out")
+    p.add_argument("--records", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fs", type=float, default=100.0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("inspect", help="summarise a shard dataset: records, folds, labels, quarantine")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of one configuration")
+    p.add_argument("--data", nargs="+", required=True, help="pretraining shard dataset(s)")
+    p.add_argument("--downstream", default=None, help="PTB-XL-like shards: its val/test records are excluded")
+    p.add_argument("--method", default="simclr")
+    p.add_argument("--encoder", default="xresnet1d50")
+    p.add_argument("--augment", default=None, help="comma list, e.g. random_resized_crop,timeout")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. optim.lr=1e-3")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="run a PTB-XL protocol on a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True, help="downstream shard dataset (folds 1-10)")
+    p.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="linear")
+    p.add_argument("--label-set", default="all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="evaluation.* or data.* keys")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="run a sweep from a YAML search space")
+    p.add_argument("space")
+    p.add_argument("--data", default=None, help="use these shards for pretraining and downstream")
+    p.add_argument("--name", default=None)
+    p.add_argument("--storage", default=None, help="folder for sweeps (default ecg-tune-output/sweeps)")
+    p.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite in the sweep folder)")
+    p.add_argument("--optuna-storage", default=None, help="Optuna RDB URL, e.g. postgresql://...")
+    p.add_argument("--num-samples", type=int, default=None)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("sweep", help="sweep folder or name")
+    p.add_argument("--storage", default=None)
+    p.add_argument("--address", default=None)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("quickstart", help="synthetic data → shards → a small sweep → leaderboard")
+    p.add_argument("--out", default="quickstart-output")
+    p.add_argument("--records", type=int, default=1200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--space", default=None)
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("report", help="leaderboard, ablation table, paper table and plots from MLflow")
+    p.add_argument("sweep", help="sweep folder or name")
+    p.add_argument("--out", default=None)
+    p.add_argument("--storage", default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from ecg_tune import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    from ecg_tune.errors import EcgTuneError
+
+    try:
+        return int(args.func(args) or 0)
+    except EcgTuneError as exc:
+        print(f"ecg-tune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ecg-tune {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""RandomResizedCrop: a random contiguous crop, stretched back to the full length non-uniformly.
+
+The paper's version (not a uniform resize): a crop of m = int(r*T) samples, r ~ U(min, max), is placed
+in order at output positions {0, T-1} plus m-2 distinct random interior positions, and the gaps are
+filled by linear interpolation per lead. So each window gets a random, locally non-uniform stretch.
+
+Vectorised form: every output position j gets a fractional source index into the input (crop index of
+the last placed sample at or before j, plus the fraction of the way to the next placed sample), and
+one linear interpolation gathers all leads at once. At placed positions the fraction is 0, so the
+crop samples appear in the output exactly, as in the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ecg_tune.errors import ConfigError
+from ecg_tune.ssl.augment.base import Augmentation
+
+
+def interpolate_at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of x (B, L, T) at fractional time indices pos (B, T_out) in [0, T-1].
+
+    The same positions are used for every lead of a sample. `torch.lerp` is exact at both ends of
+    each interval, so integer positions return input samples bit-for-bit.
+    """
+    batch, leads, length = x.shape
+    if length == 1:
+        return x[:, :, :1].expand(batch, leads, pos.shape[1]).clone()
+    pos = pos.clamp(0, length - 1)
+    left = pos.floor().long().clamp(max=length - 2)
+    frac = (pos - left.to(pos.dtype)).unsqueeze(1)
+    index = left.unsqueeze(1).expand(batch, leads, -1)
+    x0 = torch.gather(x, 2, index)
+    x1 = torch.gather(x, 2, index + 1)
+    return torch.lerp(x0, x1, frac.to(x.dtype).expand_as(x0))
+
+
+@dataclass
+class RandomResizedCropParams:
+    min_fraction: float = 0.5  # crop length as a fraction of T, drawn per sample from U(min, max)
+    max_fraction: float = 1.0
+
+
+class RandomResizedCrop(Augmentation):
+    Params = RandomResizedCropParams
+    name: ClassVar[str] = "random_resized_crop"
+
+    def __init__(self, params: RandomResizedCropParams, fs: float):
+        super().__init__(params, fs)
+        if not 0.0 < params.min_fraction <= params.max_fraction <= 1.0:
+            raise ConfigError(
+                f"augment.{self.name}.min_fraction",
+                f"need 0 < min_fraction <= max_fraction <= 1, got {params.min_fraction}, {params.max_fraction}",
+            )
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        batch, _, length = x.shape
+        if length < 3:  # nothing to stretch: a crop of at least 2 samples fills both ends
+            return x.clone()
+        work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        dev, p = x.device, self.params
+
+        r = p.min_fraction + (p.max_fraction - p.min_fraction) * torch.rand(
+            batch, generator=generator, device=dev, dtype=torch.float64
+        )
+        # At least 2 samples so that the two end positions have distinct crop samples.
+        crop = (r * length).long().clamp(2, length)
+        # Uniform start over [0, T-m] inclusive (the reference never picks the last start, notes 8.7).
+        u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64)
+        start = torch.minimum((u * (length - crop + 1)).long(), length - crop)
+
+        # Choose crop-2 of the T-2 interior positions without replacement: rank a random permutation.
+        perm = torch.rand(batch, length - 2, generator=generator, device=dev).argsort(dim=1)
+        taken = torch.arange(length - 2, device=dev).unsqueeze(0) < (crop - 2).unsqueeze(1)
+        interior = torch.zeros_like(taken).scatter(1, perm, taken)
+        ends = torch.ones(batch, 1, dtype=torch.bool, device=dev)
+        placed = torch.cat([ends, interior, ends], dim=1)  # (B, T): output positions holding crop samples
+
+        t = torch.arange(length, device=dev).unsqueeze(0).expand(batch, -1)
+        prev = torch.where(placed, t, -1).cummax(dim=1).values
+        nxt = torch.where(placed, t, length).flip(1).cummin(dim=1).values.flip(1)
+        crop_index = placed.long().cumsum(dim=1) - 1  # index (in the crop) of the sample placed at `prev`
+        frac = (t - prev).to(work.dtype) / (nxt - prev).clamp(min=1).to(work.dtype)
+        pos = (start.unsqueeze(1) + crop_index).to(work.dtype) + frac
+        return interpolate_at(work, pos).to(x.dtype)

@@ -1,0 +1,55 @@
+"""Common interface of self-supervised (and supervised baseline) methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ecg_tune.ssl.encoders.base import Encoder
+
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, leads, T), on the training device
+    y: torch.Tensor | None = None  # (B, classes) multi-hot, only for supervised training
+
+
+class Method(nn.Module):
+    """Owns the encoder plus its heads; `encoder` is what evaluation protocols use.
+
+    The trainer calls `on_train_start(total_steps, steps_per_epoch)` once, `on_epoch_start(epoch)`
+    each epoch, `training_step(batch, augment)` each step (returns the loss to backpropagate and
+    detached metric tensors), and `on_step_end(step, total_steps)` after each optimiser step (EMA
+    updates, prototype normalisation). Every piece of state the method needs to continue exactly
+    (target network, queues) is a parameter or buffer, so `state_dict()` captures it.
+    """
+
+    Params: ClassVar[type]
+    needs_labels: ClassVar[bool] = False
+
+    def __init__(self, encoder: Encoder, params: Any):
+        super().__init__()
+        self.encoder = encoder
+        self.params = params
+
+    def training_step(self, batch: Batch, augment: Augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def window_length(self, default: int) -> int:
+        """Samples per training crop. CPC overrides this: it trains on whole 10 s records (1000)."""
+        return default
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+        pass
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        pass

@@ -1,0 +1,76 @@
+"""Register a sweep's best encoder in the MLflow Model Registry.
+
+The registered model is a TorchScript `Embedder` (checkpoint preprocessing + encoder + window
+averaging), so `mlflow.pytorch.load_model("models:/<sweep>-encoder/<version>")` or
+`mlflow.pyfunc.load_model(...)` embeds raw (batch, leads, time) millivolt arrays without ecg-tune or
+Ray installed. The checkpoint's header (fs, window, lead order, normalisation, label vocabulary,
+package version) is stored as the model's metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecg_tune.ssl.checkpoint import load_checkpoint
+from ecg_tune.ssl.embed import Embedder, script_embedder
+
+
+def best_trial_encoder(sweep_dir: str, board: Any, metric: str) -> tuple[str, Path] | None:
+    if board is None or board.empty or metric not in board.columns:
+        return None
+    for _, row in board.iterrows():
+        value = row[metric]
+        if value is None or (isinstance(value, float) and math.isnan(value)) or row.get("failure"):
+            continue
+        path = Path(sweep_dir) / "trials" / str(row["trial_id"]) / "artifacts" / "encoder.ckpt"
+        if path.is_file():
+            return str(row["trial_id"]), path
+    return None
+
+
+def build_embedder(checkpoint_path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    ckpt = load_checkpoint(checkpoint_path)
+    header = ckpt.header
+    pre = header["preprocessing"]
+    norm = pre.get("normalization")
+    mean = torch.tensor(norm["mean"]) if norm else None
+    std = torch.tensor(norm["std"]) if norm else None
+    stride = int(header.get("config", {}).get("data.eval_stride", max(1, int(pre["window"]) // 2)))
+    embedder = Embedder(ckpt.build_encoder(), int(pre["window"]), stride, mean, std)
+    example = torch.zeros(2, len(pre["lead_names"]), int(pre["window"]) * 4)
+    return script_embedder(embedder, example), header
+
+
+def register_best(client: Any, settings: Any, spec: Any, board: Any) -> str | None:
+    import mlflow
+
+    found = best_trial_encoder(settings.sweep_dir, board, spec.objective.metric)
+    if found is None:
+        return None
+    trial_id, path = found
+    scripted, header = build_embedder(path)
+    pre = header["preprocessing"]
+    metadata = {
+        "trial_id": trial_id,
+        "method": header.get("method", {}).get("name"),
+        "encoder": header.get("encoder", {}).get("name"),
+        "fs": pre["fs"], "window": pre["window"], "lead_names": list(pre["lead_names"]),
+        "normalization": pre.get("normalization"), "units": pre.get("units", "mV"),
+        "package_version": header.get("package_version"),
+        "input": "float32 (batch, leads, time) in mV at fs, time >= window",
+        "output": "float32 (batch, feature_dim): mean of pooled window features",
+    }
+    example = torch.zeros(1, len(pre["lead_names"]), int(pre["window"]) * 4).numpy()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run(run_id=settings.parent_run_id):
+        info = mlflow.pytorch.log_model(
+            scripted, name="best_encoder", registered_model_name=f"{spec.name}-encoder",
+            input_example=example, serialization_format="pickle", metadata=metadata,
+        )
+        mlflow.set_tag("ecg_tune.best_trial", trial_id)
+    version = getattr(info, "registered_model_version", None)
+    return f"models:/{spec.name}-encoder/{version}" if version else info.model_uri

@@ -1,0 +1,95 @@
+"""Optuna searcher and Ray schedulers built from a SweepSpec.
+
+Stock `OptunaSearch` tells Optuna every finished trial as COMPLETE with its last reported value, so a
+trial that ASHA stopped after one epoch teaches TPE a low-budget score as if it were final (platform
+notes §3.11). `BudgetAwareOptunaSearch` tells such trials as PRUNED: Optuna keeps their intermediate
+values (reported per epoch) but its samplers do not treat them as completed observations.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
+from ray.tune.search.optuna import OptunaSearch
+
+from ecg_tune.tune.spaces import SearchSpace, SweepSpec
+
+log = logging.getLogger(__name__)
+
+FULL_BUDGET_KEY = "budget_complete"  # 1.0 in the report of a trial that trained all epochs
+
+
+class BudgetAwareOptunaSearch(OptunaSearch):
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Use epochs as Optuna's step so intermediate values line up across trials.
+        if trial_id in self._completed_trials or self.metric not in result:
+            return
+        self._ot_trials[trial_id].report(result[self.metric], int(result.get("epoch", result.get("training_iteration", 0))))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        value = result.get(self.metric) if result else None
+        full = bool(result and result.get(FULL_BUDGET_KEY))
+        if error or (full and value is None):
+            state, value = optuna.trial.TrialState.FAIL, None
+        elif full:
+            state = optuna.trial.TrialState.COMPLETE
+        else:
+            state, value = optuna.trial.TrialState.PRUNED, None
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # e.g. a NaN value: never let the searcher kill the sweep
+            log.warning("optuna could not record trial %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    s = spec.searcher
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    if s.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    return optuna.samplers.QMCSampler(seed=s.seed)
+
+
+def make_searcher(spec: SweepSpec, *, storage_url: str | None = None) -> BudgetAwareOptunaSearch:
+    storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
+    return BudgetAwareOptunaSearch(
+        space=SearchSpace(spec.space, spec.fixed_flat()),
+        metric=spec.objective.metric,
+        mode=spec.objective.mode,
+        sampler=make_sampler(spec),
+        study_name=spec.name,
+        storage=storage,
+    )
+
+
+def make_scheduler(spec: SweepSpec, *, ablation: bool = False) -> TrialScheduler:
+    b = spec.budget
+    common: dict[str, Any] = {"time_attr": "epoch", "metric": spec.objective.metric, "mode": spec.objective.mode}
+    if ablation or spec.scheduler == "fifo":
+        return FIFOScheduler()  # ablation cells must all train fully: their CIs compare full budgets
+    if spec.scheduler == "asha":
+        return ASHAScheduler(max_t=b.max_epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor, **common)
+    if spec.scheduler == "hyperband":
+        return HyperBandScheduler(max_t=b.max_epochs, reduction_factor=b.reduction_factor, **common)
+    return PopulationBasedTraining(
+        perturbation_interval=max(1, b.grace_period),
+        hyperparam_mutations={n.key: [n.low, n.high] for n in spec.space if hasattr(n, "low")} or None,
+        **common,
+    )

@@ -1,0 +1,375 @@
+"""Run and resume sweeps: Ray Tune trials, an Optuna searcher (or an ablation grid), MLflow tracking.
+
+Layout of a sweep folder (`<storage>/<name>/`): Ray's experiment state (`tuner.pkl`,
+`experiment_state-*.json`, trial folders), plus ours: `sweep.yaml` (the space as written),
+`ecg_tune_sweep.json` (resolved settings for `resume`), `mlflow.db` (the default tracking store) and
+`trials/<trial_id>/` (each trial's latest checkpoint, probe state and final artifacts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ecg_tune
+from ecg_tune.errors import ConfigError, EcgTuneError
+from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "ecg_tune_sweep.json"
+DEFAULT_STORAGE = "ecg-tune-output/sweeps"
+# Ray snapshots experiment state at most this often; small values bound what a driver crash loses.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+
+
+@dataclass
+class SweepSettings:
+    name: str
+    sweep_dir: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    dataset_paths: list[str]
+    optuna_storage: str | None = None
+    num_samples: int = 0
+
+    def save(self) -> None:
+        path = Path(self.sweep_dir) / SETTINGS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, sweep_dir: Path) -> SweepSettings:
+        return cls(**json.loads((sweep_dir / SETTINGS_FILE).read_text()))
+
+
+@dataclass
+class SweepResult:
+    settings: SweepSettings
+    leaderboard: Any  # pandas DataFrame
+    errors: int
+    best_model_uri: str | None
+
+
+def _storage_root(storage: str | None) -> str:
+    root = storage or DEFAULT_STORAGE
+    if "://" in root:
+        raise ConfigError("--storage", "URI storage needs a shared filesystem path on this version; use a mounted path")
+    return str(Path(root).expanduser().resolve())
+
+
+def _git_commit() -> str:
+    try:
+        repo = Path(ecg_tune.__file__).resolve().parents[1]
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("ecg-tune", "torch", "ray", "optuna", "mlflow", "pyarrow", "numpy", "pandas", "wfdb"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def dataset_paths(spec: SweepSpec) -> list[str]:
+    """Every dataset path any trial of the sweep may open (pretraining choices included)."""
+    fixed = spec.fixed_flat()
+    paths = [p for p in fixed["data.pretrain"].split(",") if p]
+    if fixed.get("data.downstream"):
+        paths.append(fixed["data.downstream"])
+    for cfg in (spec.ablation.grid() if spec.ablation else []):
+        if "data.pretrain" in cfg:
+            paths += spec.resolve_pretrain(cfg["data.pretrain"]).split(",")
+    from ecg_tune.tune.spaces import BranchParam, ChoiceParam, SubsetParam
+
+    def walk(nodes: list) -> None:
+        for n in nodes:
+            if isinstance(n, ChoiceParam) and n.key == "data.pretrain":
+                for c in n.choices:
+                    paths.extend(spec.resolve_pretrain(c).split(","))
+            if isinstance(n, BranchParam | SubsetParam):
+                for sub in n.options.values():
+                    walk(sub)
+
+    walk(spec.space)
+    return list(dict.fromkeys(p for p in paths if p))
+
+
+def _open_data(paths: list[str], sweep_dir: str) -> Any:
+    from ecg_tune.data import open_dataset
+    from ecg_tune.tune.trainable import SweepData
+
+    return SweepData({p: open_dataset(p) for p in paths}, sweep_dir=sweep_dir)
+
+
+def _trainable(spec: SweepSpec, data: Any) -> Any:
+    from ray import tune
+
+    from ecg_tune.tune.trainable import train_trial
+
+    resources: dict[str, float] = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
+    return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
+
+
+def _init_ray(address: str | None, spec: SweepSpec) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": True,
+                              "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(**kwargs)
+
+
+def _short_trial_name(trial: Any) -> str:
+    # Ray's default embeds every config value in the folder name and hits path limits (§3.9).
+    return f"trial_{trial.trial_id}"
+
+
+def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int, callbacks: list) -> Any:
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    from ecg_tune.tune.searcher import make_scheduler, make_searcher
+
+    ablation = spec.ablation is not None
+    max_conc = spec.budget.max_concurrent or None
+    if ablation:
+        grid = [{**spec.fixed_flat(), **_resolve_cfg(spec, c)} for c in spec.ablation.grid()]
+        search_alg = BasicVariantGenerator(points_to_evaluate=grid, max_concurrent=max_conc or 0)
+        num_samples = len(grid)
+    else:
+        search_alg = make_searcher(spec, storage_url=settings.optuna_storage)
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg,
+        scheduler=make_scheduler(spec, ablation=ablation),
+        num_samples=num_samples,
+        max_concurrent_trials=max_conc,
+        time_budget_s=spec.budget.time_budget_s,
+        trial_dirname_creator=_short_trial_name,
+        trial_name_creator=_short_trial_name,
+        reuse_actors=False,
+    )
+    run_config = tune.RunConfig(
+        name=spec.name,
+        storage_path=str(Path(settings.sweep_dir).parent),
+        callbacks=callbacks,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=3),
+        verbose=1,
+    )
+    return tune.Tuner(_trainable(spec, data), tune_config=tune_config, run_config=run_config)
+
+
+def _resolve_cfg(spec: SweepSpec, cfg: dict[str, Any]) -> dict[str, Any]:
+    out = dict(cfg)
+    if "data.pretrain" in out:
+        out["data.pretrain"] = spec.resolve_pretrain(out["data.pretrain"])
+    return out
+
+
+def run_sweep(
+    spec_or_path: SweepSpec | str | Path,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    num_samples: int | None = None,
+    data: str | None = None,
+    optuna_storage: str | None = None,
+) -> SweepResult:
+    """Run a sweep from a YAML space. `data` overrides both pretraining and downstream datasets."""
+    import mlflow  # noqa: F401  (fail early if the tracking stack is missing)
+    from mlflow.tracking import MlflowClient
+
+    from ecg_tune.tune.tracking import MLflowTracking, ensure_experiment
+
+    spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else load_spec(spec_or_path)
+    if name:
+        spec.name = name
+    if data:
+        spec.pretrain = [data]
+        spec.downstream = data
+        spec.fixed.pop("data.pretrain", None)
+        spec.fixed.pop("data.downstream", None)
+    sweep_dir = Path(_storage_root(storage)) / spec.name
+    if (sweep_dir / SETTINGS_FILE).exists():
+        raise EcgTuneError(f"sweep {spec.name!r} already exists in {sweep_dir}: use `ecg-tune resume {sweep_dir}` or another --name")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.yaml").write_text(spec.source_text)
+
+    uri = tracking_uri or f"sqlite:///{sweep_dir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(client, spec.name)
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"sweep:{spec.name}",
+        tags={"ecg_tune.sweep": spec.name, "ecg_tune.role": "sweep", "ecg_tune.git_commit": _git_commit()},
+    )
+    paths = dataset_paths(spec)
+    settings = SweepSettings(
+        name=spec.name, sweep_dir=str(sweep_dir), tracking_uri=uri, experiment_id=experiment_id,
+        parent_run_id=parent.info.run_id, dataset_paths=paths, optuna_storage=optuna_storage,
+        num_samples=num_samples or spec.budget.trials,
+    )
+    settings.save()
+    _log_sweep_inputs(client, settings, spec)
+    data_obj = _open_data(paths, str(sweep_dir))
+    _log_manifests(client, settings, data_obj)
+    _init_ray(address, spec)
+    tracking = MLflowTracking(uri, experiment_id, settings.parent_run_id, spec.name)
+    tuner = _tuner(spec, settings, data_obj, settings.num_samples, [tracking])
+    grid = tuner.fit()
+    return _finish(spec, settings, grid)
+
+
+def resolve_sweep_dir(name_or_path: str, storage: str | None = None) -> Path:
+    p = Path(name_or_path).expanduser()
+    if (p / SETTINGS_FILE).is_file():
+        return p.resolve()
+    q = Path(_storage_root(storage)) / name_or_path
+    if (q / SETTINGS_FILE).is_file():
+        return q
+    raise EcgTuneError(f"no sweep found at {p} or {q} (expected a folder with {SETTINGS_FILE})")
+
+
+def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str | None = None) -> SweepResult:
+    """Continue a sweep: finished trials are kept, unfinished continue from checkpoints, errored retry."""
+    from ray import tune
+
+    sweep_dir = resolve_sweep_dir(name_or_path, storage)
+    settings = SweepSettings.load(sweep_dir)
+    spec = parse_spec(_yaml(sweep_dir / "sweep.yaml"), base_dir=str(sweep_dir), source_text=(sweep_dir / "sweep.yaml").read_text())
+    spec.name = settings.name
+    data_obj = _open_data(settings.dataset_paths, str(sweep_dir))
+    _init_ray(address, spec)
+    tuner = tune.Tuner.restore(
+        str(sweep_dir), trainable=_trainable(spec, data_obj), resume_unfinished=True, resume_errored=True
+    )
+    grid = tuner.fit()
+    return _finish(spec, settings, grid)
+
+
+def _yaml(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def _log_sweep_inputs(client: Any, settings: SweepSettings, spec: SweepSpec) -> None:
+    from mlflow.entities import Param
+
+    run_id = settings.parent_run_id
+    client.log_artifact(run_id, str(Path(settings.sweep_dir) / "sweep.yaml"))
+    params = [Param("sweep.name", spec.name), Param("sweep.scheduler", spec.scheduler),
+              Param("sweep.sampler", spec.searcher.sampler), Param("sweep.trials", str(settings.num_samples)),
+              Param("sweep.max_epochs", str(spec.budget.max_epochs)), Param("sweep.objective", spec.objective.metric)]
+    params += [Param(f"version.{k}", v) for k, v in _package_versions().items()]
+    client.log_batch(run_id, params=params)
+
+
+def _log_manifests(client: Any, settings: SweepSettings, data_obj: Any) -> None:
+    import hashlib
+
+    from mlflow.entities import RunTag
+
+    tags = []
+    for i, (path, ds) in enumerate(data_obj.datasets.items()):
+        manifest = Path(ds.path) / "manifest.json" if hasattr(ds, "path") else None
+        if manifest and manifest.is_file():
+            digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+            tags.append(RunTag(f"dataset.{i}.manifest_sha256", digest))
+            tags.append(RunTag(f"dataset.{i}.path", path[:5000]))
+    if tags:
+        client.log_batch(settings.parent_run_id, tags=tags)
+
+
+def _finish(spec: SweepSpec, settings: SweepSettings, grid: Any) -> SweepResult:
+    from mlflow.tracking import MlflowClient
+
+    from ecg_tune.tune.registry import register_best
+    from ecg_tune.tune.tracking import end_orphans
+
+    client = MlflowClient(settings.tracking_uri)
+    board = leaderboard(grid, spec)
+    errors = int(getattr(grid, "num_errors", 0))
+    model_uri = None
+    try:
+        model_uri = register_best(client, settings, spec, board)
+    except Exception as exc:  # registry problems must not lose the sweep's results
+        log.warning("could not register the best encoder: %s", exc)
+    ended = end_orphans(client, settings.experiment_id, spec.name)
+    if ended:
+        log.info("marked %d orphaned runs KILLED", ended)
+    status = "FINISHED" if errors == 0 else "FAILED"
+    client.set_terminated(settings.parent_run_id, status=status)
+    try:
+        board_path = Path(settings.sweep_dir) / "leaderboard.csv"
+        board.to_csv(board_path, index=False)
+        client.log_artifact(settings.parent_run_id, str(board_path))
+    except Exception as exc:
+        log.warning("could not log the leaderboard: %s", exc)
+    return SweepResult(settings, board, errors, model_uri)
+
+
+def leaderboard(grid: Any, spec: SweepSpec) -> Any:
+    """Trials sorted by the objective, with the config keys that differ between trials."""
+    import pandas as pd
+
+    rows = []
+    for result in grid:
+        cfg = {k: v for k, v in (result.config or {}).items() if "?" not in k}
+        metrics = result.metrics or {}
+        row = {"trial_id": metrics.get("trial_id", ""), "epochs": metrics.get("epoch"),
+               spec.objective.metric: metrics.get(spec.objective.metric)}
+        row.update({k: v for k, v in metrics.items() if isinstance(k, str) and "." in k and isinstance(v, int | float)})
+        row["failure"] = metrics.get("failure_reason") or ("error" if result.error else "")
+        row.update({f"config:{k}": v for k, v in cfg.items()})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    cfg_cols = [c for c in df.columns if c.startswith("config:")]
+    varying = [c for c in cfg_cols if df[c].astype(str).nunique() > 1]
+    df = df.drop(columns=[c for c in cfg_cols if c not in varying])
+    df = df.rename(columns={c: c.removeprefix("config:") for c in varying})
+    ascending = spec.objective.mode == "min"
+    return df.sort_values(spec.objective.metric, ascending=ascending, na_position="last").reset_index(drop=True)
+
+
+def print_leaderboard(board: Any, spec_metric: str, *, top: int = 10, file: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file or sys.stdout)
+    table = Table(title="leaderboard")
+    if board.empty:
+        console.print("no trials finished")
+        return
+    cols = [c for c in board.columns if c not in ("failure",)][:12]
+    for c in cols:
+        table.add_column(str(c))
+    for _, row in board.head(top).iterrows():
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in (row[c] for c in cols)])
+    console.print(table)

@@ -1,0 +1,298 @@
+"""MLflow tracking for sweeps: one parent run per sweep, one nested run per trial.
+
+Replaces Ray's stock MLflowLoggerCallback, whose defects the platform must not inherit (platform
+notes §0, §3.15-16): it logged one request per metric on the driver's critical path, kept the
+trial → run map only in memory (a resumed trial got a second run and the first stayed RUNNING), and
+never ended the runs of early-stopped trials. Here:
+
+- metrics go through a queue drained by a background thread with `log_batch` (one request per
+  result), off the driver's critical path;
+- the trial → run map is part of the callback's state (`get_state`/`set_state`, saved in Ray's
+  experiment snapshots) and, as a fallback, runs are found again by their `ecg_tune.trial_id` tag;
+- every run ends: FINISHED, FAILED (with the reason) or KILLED, also for early-stopped trials;
+- a tracking failure (server unreachable, restarting) never kills the sweep: operations are kept and
+  retried with backoff, and failures are counted and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+log = logging.getLogger(__name__)
+
+SWEEP_TAG = "ecg_tune.sweep"
+TRIAL_TAG = "ecg_tune.trial_id"
+ROLE_TAG = "ecg_tune.role"
+# Result keys Ray adds that are not metrics of ours.
+_RAY_KEYS = {
+    "done", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore",
+    "iterations_since_restore", "timesteps_total", "episodes_total", "timesteps_since_restore", "date",
+    "hostname", "node_ip", "experiment_tag", "trial_id", "checkpoint_dir_name", "should_checkpoint",
+}
+MAX_PARAM_LENGTH = 6000
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in result.items():
+        if key in _RAY_KEYS or key.startswith("config") or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+def params_of(config: dict[str, Any]) -> list[Param]:
+    return [Param(str(k)[:250], str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(config.items())]
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name)
+
+
+def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list[Any]:
+    clauses = " and ".join(f"tags.`{k.replace('__', '.')}` = '{v}'" for k, v in tags.items())
+    return client.search_runs([experiment_id], filter_string=clauses, max_results=1000)
+
+
+class _Retrying:
+    """Runs tracking operations in order on a background thread; keeps failed ones for a retry."""
+
+    def __init__(self, client_factory: Callable[[], MlflowClient], *, backoff_s: float = 2.0):
+        self._client_factory = client_factory
+        self._queue: queue.Queue[Callable[[MlflowClient], Any] | None] = queue.Queue()
+        self._pending: list[Callable[[MlflowClient], Any]] = []
+        self._backoff_s = backoff_s
+        self.failures = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="ecg-tune-mlflow", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: Callable[[MlflowClient], Any]) -> None:
+        self._idle.clear()
+        self._queue.put(op)
+
+    def _run(self) -> None:
+        client = self._client_factory()
+        while True:
+            try:
+                op = self._queue.get(timeout=self._backoff_s)
+            except queue.Empty:
+                op = None
+                if not self._pending:
+                    self._idle.set()
+                    continue
+            else:
+                if op is None and not self._pending:  # shutdown sentinel
+                    self._idle.set()
+                    return
+            if op is not None:
+                self._pending.append(op)
+            while self._pending:
+                try:
+                    self._pending[0](client)
+                except Exception as exc:  # server down, restarting, locked database...
+                    self.failures += 1
+                    if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
+                        log.warning("MLflow tracking failed (%d failures so far; will retry): %s", self.failures, exc)
+                    time.sleep(self._backoff_s)
+                    break
+                self._pending.pop(0)
+            if self._queue.empty() and not self._pending:
+                self._idle.set()
+
+    def flush(self, timeout_s: float = 120.0) -> bool:
+        """Wait until every submitted operation went through (or the timeout passed)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._idle.wait(0.2) and self._queue.empty() and not self._pending:
+                return True
+        return False
+
+    def close(self, timeout_s: float = 120.0) -> bool:
+        done = self.flush(timeout_s)
+        self._queue.put(None)
+        return done
+
+
+class MLflowTracking(Callback):
+    """Driver-side Ray Tune callback that records a sweep in MLflow.
+
+    `parent_run_id` and `experiment_id` are created by `ecg_tune.tune.sweep` before Ray starts (so a
+    sqlite store's schema is initialised once, by one process).
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_name: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.sweep_name = sweep_name
+        self.trial_runs: dict[str, str] = {}
+        self._worker: _Retrying | None = None
+
+    # Ray pickles callbacks into the experiment state: never the thread or client.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_worker"] = None
+        return state
+
+    def get_state(self) -> dict[str, Any]:
+        return {"trial_runs": dict(self.trial_runs), "parent_run_id": self.parent_run_id}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.trial_runs.update(state.get("trial_runs", {}))
+
+    @property
+    def worker(self) -> _Retrying:
+        if self._worker is None:
+            self._worker = _Retrying(lambda: MlflowClient(self.tracking_uri))
+        return self._worker
+
+    # ---------------------------------------------------------------- Tune hooks
+    def setup(self, **info: Any) -> None:
+        parent = self.parent_run_id
+        self.worker.submit(lambda c: c.update_run(parent, status="RUNNING"))
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._attach(trial)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._attach(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run_id = self._attach(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(k, v, stamp, step) for k, v in numeric_metrics(result).items()]
+        if metrics:
+            self.worker.submit(lambda c: c.log_batch(run_id, metrics=metrics))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._attach(trial)
+        result = trial.last_result or {}
+        reason = result.get("failure_reason")
+        tags = [RunTag("ecg_tune.state", "diverged" if reason else "finished")]
+        if reason:
+            tags.append(RunTag("ecg_tune.failure_reason", str(reason)[:5000]))
+        artifact = _trial_artifact(result)
+        status = "FAILED" if reason else "FINISHED"
+
+        def finish(c: MlflowClient) -> None:
+            c.log_batch(run_id, tags=tags)
+            if artifact is not None:
+                c.log_artifact(run_id, str(artifact), artifact_path="encoder")
+            c.set_terminated(run_id, status=status)
+
+        self.worker.submit(finish)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._attach(trial)
+        error = str(getattr(trial, "error_file", "") or "trial raised")
+        tags = [RunTag("ecg_tune.state", "error"), RunTag("ecg_tune.failure_reason", _error_text(trial)[:5000] or error)]
+
+        def fail(c: MlflowClient) -> None:
+            c.log_batch(run_id, tags=tags)
+            c.set_terminated(run_id, status="FAILED")
+
+        self.worker.submit(fail)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
+
+    # ---------------------------------------------------------------- helpers
+    def flush(self, timeout_s: float = 120.0) -> bool:
+        ok = self.worker.flush(timeout_s)
+        if not ok:
+            log.warning("MLflow: some tracking operations are still pending after %.0f s", timeout_s)
+        return ok
+
+    def _attach(self, trial: Any) -> str:
+        """The MLflow run of `trial`: known, found again by tag, or created (exactly one per trial)."""
+        trial_id = trial.trial_id
+        if trial_id in self.trial_runs:
+            run_id = self.trial_runs[trial_id]
+            self.worker.submit(lambda c: c.update_run(run_id, status="RUNNING"))
+            return run_id
+        client = MlflowClient(self.tracking_uri)
+        try:
+            existing = find_runs(client, self.experiment_id, **{"ecg_tune__trial_id": trial_id, "ecg_tune__sweep": self.sweep_name})
+        except Exception as exc:
+            log.warning("MLflow search failed, creating the trial run later: %s", exc)
+            existing = []
+        if existing:
+            run_id = existing[0].info.run_id
+            self.worker.submit(lambda c: c.update_run(run_id, status="RUNNING"))
+        else:
+            tags = {
+                "mlflow.parentRunId": self.parent_run_id,
+                "mlflow.runName": trial_id,
+                SWEEP_TAG: self.sweep_name,
+                TRIAL_TAG: trial_id,
+                ROLE_TAG: "trial",
+            }
+            cell = (trial.config or {}).get("_cell")
+            if cell:
+                tags["ecg_tune.cell"] = str(cell)
+            run_id = _with_retries(lambda: client.create_run(self.experiment_id, tags=tags).info.run_id)
+            params = params_of({k: v for k, v in (trial.config or {}).items() if "?" not in k and not k.startswith("_")})
+            for i in range(0, len(params), 100):
+                chunk = params[i : i + 100]
+                self.worker.submit(lambda c, chunk=chunk: c.log_batch(run_id, params=chunk))
+        self.trial_runs[trial_id] = run_id
+        return run_id
+
+
+def _with_retries(fn: Callable[[], Any], attempts: int = 30, backoff_s: float = 2.0) -> Any:
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("MLflow unavailable (%s); retrying in %.0f s", exc, backoff_s)
+            time.sleep(backoff_s)
+    return None
+
+
+def _trial_artifact(result: dict[str, Any]) -> Path | None:
+    path = result.get("encoder_path")
+    if isinstance(path, str) and Path(path).is_file():
+        return Path(path)
+    return None
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None) or getattr(trial, "pickled_error_file", None)
+    try:
+        if path and Path(path).is_file():
+            return Path(path).read_text(errors="replace")[-3000:]
+    except OSError:
+        pass
+    return ""
+
+
+def end_orphans(client: MlflowClient, experiment_id: str, sweep_name: str) -> int:
+    """Mark runs of this sweep still RUNNING (a killed driver's leftovers) as KILLED."""
+    n = 0
+    for run in find_runs(client, experiment_id, ecg_tune__sweep=sweep_name):
+        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            n += 1
+    return n

@@ -1,0 +1,442 @@
+"""Trainer, optimiser and schedule, on tiny stand-ins (toy encoder/method/augmentation defined here).
+
+The toys are importable (`tests.ssl.test_train:Toy...`) so that tests can register them in the real
+registries (`toy_registries` fixture) and exercise `Trainer.from_config` / `restore` without depending
+on the real encoders, methods and augmentations.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecg_tune.config import OptimConfig, TrainConfig, TrialConfig
+from ecg_tune.data.store import SignalStore
+from ecg_tune.errors import ConfigError
+from ecg_tune.ssl.augment.base import Augmentation, Pipeline
+from ecg_tune.ssl.encoders.base import Encoder
+from ecg_tune.ssl.loader import WindowBatches
+from ecg_tune.ssl.methods.base import Batch, Method
+from ecg_tune.ssl.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
+from ecg_tune.ssl.train import Trainer, TrainingDiverged, resolve_precision
+
+LEADS = ("I", "II", "V1")
+FS = 100.0
+
+# --------------------------------------------------------------------------------------------- toys
+
+
+@dataclass
+class ToyEncoderParams:
+    width: int = 8
+
+
+class ToyEncoder(Encoder):
+    Params = ToyEncoderParams
+
+    @classmethod
+    def min_length(cls, params: ToyEncoderParams) -> int:
+        return 4
+
+    def __init__(self, params: ToyEncoderParams, n_leads: int, input_length: int):
+        super().__init__(params, n_leads, input_length)
+        self.conv = nn.Conv1d(n_leads, params.width, 5, padding=2)
+        self.bn = nn.BatchNorm1d(params.width)
+        self.feature_dim = params.width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x))).mean(-1)
+
+
+@dataclass
+class ToyMethodParams:
+    noise: float = 0.1
+    window: int = 0  # > 0: overrides the crop length (like CPC)
+
+
+class ToyMethod(Method):
+    """Two augmented views; dropout and noise from torch's default RNG, a factor from numpy's and
+    python's global RNGs, and an EMA buffer updated in on_step_end: every kind of state a resume must
+    restore."""
+
+    Params = ToyMethodParams
+
+    def __init__(self, encoder: Encoder, params: ToyMethodParams):
+        super().__init__(encoder, params)
+        self.head = nn.Linear(encoder.feature_dim, 4)
+        self.dropout = nn.Dropout(0.2)
+        self.register_buffer("ema", torch.zeros(4))
+        self.calls: list[tuple] = []
+
+    def window_length(self, default: int) -> int:
+        return self.params.window or default
+
+    def training_step(self, batch: Batch, augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        z1 = self.head(self.dropout(self.encoder(augment(batch.x))))
+        z2 = self.head(self.dropout(self.encoder(augment(batch.x))))
+        z1 = z1 + self.params.noise * torch.randn_like(z1)
+        scale = 1.0 + 0.01 * float(np.random.rand()) + 0.01 * random.random()
+        loss = scale * (F.mse_loss(z1, z2) + (z1.std(0) - 1).pow(2).mean())
+        return loss, {"spread": z1.std(0).mean().detach()}
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+        self.calls.append(("start", total_steps, steps_per_epoch))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.calls.append(("epoch", epoch))
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        self.calls.append(("step", step, total_steps))
+        self.ema.mul_(0.9).add_(0.1 * self.head.bias)
+
+
+@dataclass
+class ToySupervisedParams:
+    n_classes: int = 1
+
+
+class ToySupervised(Method):
+    Params = ToySupervisedParams
+    needs_labels = True
+
+    def __init__(self, encoder: Encoder, params: ToySupervisedParams):
+        super().__init__(encoder, params)
+        self.head = nn.Linear(encoder.feature_dim, params.n_classes)
+
+    def training_step(self, batch: Batch, augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self.head(self.encoder(batch.x)).float()
+        return F.binary_cross_entropy_with_logits(logits, batch.y), {}
+
+
+@dataclass
+class ToyJitterParams:
+    sigma: float = 0.05
+
+
+class ToyJitter(Augmentation):
+    Params = ToyJitterParams
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + self.params.sigma * noise
+
+
+@pytest.fixture
+def toy_registries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make "toy" (encoder/method), "toy_supervised" and "toy_jitter" buildable by name."""
+    from ecg_tune.ssl.augment import AUGMENTATIONS
+    from ecg_tune.ssl.encoders import ENCODERS
+    from ecg_tune.ssl.methods import METHODS
+
+    here = __name__
+    monkeypatch.setitem(ENCODERS._entries, "toy", f"{here}:ToyEncoder")
+    monkeypatch.setitem(METHODS._entries, "toy", f"{here}:ToyMethod")
+    monkeypatch.setitem(METHODS._entries, "toy_supervised", f"{here}:ToySupervised")
+    monkeypatch.setitem(AUGMENTATIONS._entries, "toy_jitter", f"{here}:ToyJitter")
+
+
+def toy_header(**extra) -> dict:
+    """A complete header for checkpoints of the toy pieces (what `run_header` writes for real runs)."""
+    return {
+        "method": {"name": "toy", "params": {"noise": 0.1, "window": 0}},
+        "encoder": {"name": "toy", "params": {"width": 8}, "n_leads": 3, "input_length": 32, "feature_dim": 8},
+        "preprocessing": {
+            "fs": FS, "window": 32, "lead_names": list(LEADS),
+            "normalization": {"mean": [0.0] * 3, "std": [1.0] * 3}, "units": "mV",
+        },
+        "label_set": None,
+        "label_vocabulary": None,
+        "config": {"method.name": "toy", "seed": 0},
+        **extra,
+    }
+
+
+def toy_store(n: int = 24, length: int = 60, seed: int = 0) -> SignalStore:
+    rng = np.random.default_rng(seed)
+    signals = [rng.normal(0, 0.5, (len(LEADS), length + (i % 5))).astype(np.float32) for i in range(n)]
+    return SignalStore.from_signals(signals, LEADS, FS)
+
+
+def toy_config(**overrides) -> TrialConfig:
+    flat = {
+        "method.name": "toy",
+        "encoder.name": "toy",
+        "augment.pipeline": "toy_jitter",
+        "data.window": 32,
+        "train.batch_size": 8,
+        "train.epochs": 4,
+        "optim.lr": 1e-2,
+        "optim.grad_clip": 1.0,
+        "seed": 3,
+    }
+    flat.update(overrides)
+    return TrialConfig.from_flat(flat)
+
+
+def make_trainer(store: SignalStore, *, epochs: int = 4, init_seed: int = 0, **train_kw) -> Trainer:
+    torch.manual_seed(init_seed)
+    method = ToyMethod(ToyEncoder(ToyEncoderParams(), len(LEADS), 32), ToyMethodParams())
+    pipeline = Pipeline([ToyJitter(ToyJitterParams(), FS)])
+    batches = WindowBatches(store, np.arange(len(store)), window=32, batch_size=8, seed=3)
+    return Trainer(
+        method,
+        pipeline,
+        OptimConfig(lr=1e-2, grad_clip=1.0),
+        TrainConfig(epochs=epochs, batch_size=8, **train_kw),
+        batches,
+        device="cpu",
+        seed=3,
+        header=toy_header(),
+    )
+
+
+def assert_same_state(a: Trainer, b: Trainer) -> None:
+    sa, sb = a.method.state_dict(), b.method.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+    oa, ob = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    for i in oa:
+        for key in oa[i]:
+            assert torch.equal(torch.as_tensor(oa[i][key]), torch.as_tensor(ob[i][key])), (i, key)
+
+
+def without_times(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in m.items() if k not in ("epoch_time_s", "windows_per_s")} for m in history]
+
+
+# ---------------------------------------------------------------------------------- optimiser/schedule
+
+
+def test_weight_decay_skips_biases_norms_and_frozen_parameters() -> None:
+    model = nn.Sequential(nn.Conv1d(3, 4, 3), nn.BatchNorm1d(4), nn.Linear(4, 2), nn.LayerNorm(2))
+    frozen = nn.Linear(2, 2)
+    frozen.requires_grad_(False)
+    model.append(frozen)
+    decay, no_decay = parameter_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    expected = [model[0].bias, model[1].weight, model[1].bias, model[2].bias, model[3].weight, model[3].bias]
+    assert {id(p) for p in no_decay["params"]} == {id(p) for p in expected}
+
+    opt = build_optimizer(model, OptimConfig(name="adamw", lr=0.5, weight_decay=0.1))
+    assert isinstance(opt, torch.optim.AdamW) and all(g["lr"] == 0.5 for g in opt.param_groups)
+    with pytest.raises(ConfigError, match="optim.name"):
+        build_optimizer(model, OptimConfig(name="sgd"))
+
+
+def _closed_form(s: int, schedule: str, w: int, total: int) -> float:
+    if s < w:
+        return s / w
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(s - w, total - w) / (total - w)))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup_epochs"), [("warmup_cosine", 1.0), ("warmup_cosine", 2.5), ("constant", 1.0), ("constant", 0.0)]
+)
+def test_schedule_matches_closed_form(schedule: str, warmup_epochs: float) -> None:
+    steps_per_epoch, epochs, base = 4, 5, 0.3
+    total = steps_per_epoch * epochs
+    w = round(warmup_epochs * steps_per_epoch)
+    param = nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([param], lr=base)
+    cfg = OptimConfig(lr=base, schedule=schedule, warmup_epochs=warmup_epochs)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=steps_per_epoch, total_steps=total)
+    seen = []
+    for _ in range(total + 3):  # 3 steps past the plan stay at the end value
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [base * _closed_form(s, schedule, w, total) for s in range(total + 3)]
+    assert seen == pytest.approx(expected, abs=1e-12)
+    assert seen[0] == (0.0 if w else base)
+    if schedule == "warmup_cosine":
+        assert seen[w] == pytest.approx(base) and seen[total] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_lr_factor_edge_cases() -> None:
+    assert lr_factor(5, schedule="warmup_cosine", warmup=10, total=10) == 0.5
+    assert lr_factor(10, schedule="warmup_cosine", warmup=10, total=10) == 1.0  # nothing left to anneal
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        lr_factor(10, schedule="step", warmup=0, total=10)
+
+
+def test_precision_resolution() -> None:
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    with pytest.raises(ConfigError, match="train.precision"):
+        resolve_precision("fp8", torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------- trainer
+
+
+def test_fit_calls_hooks_reports_metrics_and_callback_stops() -> None:
+    trainer = make_trainer(toy_store())
+    steps = len(trainer.batches)
+    assert steps == 3  # 24 records / batch 8
+    seen = []
+
+    def stop_after_two(t: Trainer, metrics: dict[str, float]) -> bool:
+        seen.append(metrics)
+        return t.epoch == 2
+
+    history = trainer.fit(callback=stop_after_two)
+    assert trainer.epoch == 2 and trainer.step == 2 * steps and history == seen
+    calls = trainer.method.calls
+    assert calls[0] == ("start", 4 * steps, steps)
+    assert [c for c in calls if c[0] == "epoch"] == [("epoch", 0), ("epoch", 1)]
+    assert [c[1] for c in calls if c[0] == "step"] == list(range(1, 2 * steps + 1))
+    assert all(c[2] == 4 * steps for c in calls if c[0] == "step")
+    m = history[-1]
+    assert {"epoch", "step", "loss", "spread", "lr", "epoch_time_s", "windows_per_s"} <= m.keys()
+    assert m["epoch"] == 2 and math.isfinite(m["loss"]) and m["windows_per_s"] > 0
+    # lr of the last step of epoch 2 (0-based step 5): cosine after one warmup epoch of 3 steps
+    assert m["lr"] == pytest.approx(1e-2 * _closed_form(5, "warmup_cosine", 3, 12))
+
+
+def test_resume_is_bit_identical(tmp_path: Path) -> None:
+    store = toy_store()
+    straight = make_trainer(store)
+    straight.fit()
+
+    first = make_trainer(store)
+    first.fit(2)
+    first.save(tmp_path / "mid.ckpt")
+    # Scramble every global generator and start from other weights: the checkpoint must restore all.
+    torch.manual_seed(999)
+    np.random.seed(999)
+    random.seed(999)
+    resumed = make_trainer(store, init_seed=123)
+    resumed.load_state(tmp_path / "mid.ckpt")
+    assert (resumed.epoch, resumed.step) == (2, 6)
+    resumed.fit()
+
+    assert resumed.epoch == straight.epoch == 4
+    assert_same_state(straight, resumed)
+    assert without_times(resumed.history) == without_times(straight.history)
+    assert torch.equal(resumed.generator.get_state(), straight.generator.get_state())
+
+
+def test_restore_from_config_is_bit_identical(tmp_path: Path, toy_registries: None) -> None:
+    store = toy_store()
+    cfg = toy_config()
+    straight = Trainer.from_config(cfg, store, np.arange(len(store)), lead_names=LEADS, device="cpu")
+    straight.fit()
+
+    first = Trainer.from_config(cfg, store, np.arange(len(store)), lead_names=LEADS, device="cpu")
+    first.header["note"] = "kept"
+    first.fit(2)
+    first.save(tmp_path / "last.ckpt")
+    torch.manual_seed(5)
+    resumed = Trainer.restore(tmp_path / "last.ckpt", store, np.arange(len(store)), device="cpu")
+    assert resumed.header["note"] == "kept" and "epoch" not in resumed.header
+    resumed.fit()
+    assert_same_state(straight, resumed)
+    assert without_times(resumed.history) == without_times(straight.history)
+
+
+def test_from_config_header_leads_normalisation_and_window(toy_registries: None) -> None:
+    store = toy_store()
+    cfg = toy_config(**{"method.window": 40})
+    trainer = Trainer.from_config(
+        cfg, store, np.arange(len(store)), lead_names=["V1", "I"], normalization=([0.0, 0.1], [1.0, 2.0]), device="cpu"
+    )
+    h = trainer.header
+    assert h["encoder"] == {"name": "toy", "params": {"width": 8}, "n_leads": 2, "input_length": 40, "feature_dim": 8}
+    assert h["method"] == {"name": "toy", "params": {"noise": 0.1, "window": 40}}
+    assert h["preprocessing"] == {
+        "fs": FS, "window": 40, "lead_names": ["V1", "I"],
+        "normalization": {"mean": [0.0, 0.1], "std": [1.0, 2.0]}, "units": "mV",
+    }
+    assert h["label_vocabulary"] is None and h["config"]["method.window"] == 40
+    assert trainer.method.encoder.input_length == 40 and trainer.batches.window == 40
+    assert list(trainer.batches.lead_indices) == [2, 0]
+    with pytest.raises(ConfigError, match="data.leads"):
+        Trainer.from_config(cfg, store, np.arange(len(store)), lead_names=["V6"], device="cpu")
+
+
+def test_supervised_from_config_sizes_head_from_vocabulary(toy_registries: None) -> None:
+    store = toy_store()
+    cfg = toy_config(**{"method.name": "toy_supervised", "augment.pipeline": ""})
+    idx = np.arange(len(store))
+    targets = np.eye(3, dtype=np.float32)[idx % 3]
+    with pytest.raises(ConfigError, match="targets"):
+        Trainer.from_config(cfg, store, idx, lead_names=LEADS, device="cpu")
+    trainer = Trainer.from_config(
+        cfg, store, idx, lead_names=LEADS, targets=targets, label_vocabulary=["A", "B", "C"], device="cpu"
+    )
+    assert trainer.method.head.out_features == 3
+    assert trainer.header["label_vocabulary"] == ["A", "B", "C"] and trainer.header["label_set"] == "all"
+    first = trainer.train_epoch()["loss"]
+    trainer.fit(3)
+    assert trainer.history[-1]["loss"] < first
+    with pytest.raises(ConfigError, match="method.n_classes"):
+        Trainer.from_config(
+            cfg.replace(**{"method.n_classes": 5}), store, idx, lead_names=LEADS, targets=targets,
+            label_vocabulary=["A", "B", "C"], device="cpu",
+        )
+
+
+class NaNAfter(ToyMethod):
+    def training_step(self, batch: Batch, augment):
+        loss, metrics = super().training_step(batch, augment)
+        if sum(c[0] == "step" for c in self.calls) >= 4:
+            loss = loss * float("nan")
+        return loss, metrics
+
+
+def test_non_finite_loss_raises_training_diverged() -> None:
+    trainer = make_trainer(toy_store())
+    trainer.method.__class__ = NaNAfter
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    err = info.value
+    assert (err.epoch, err.step) == (2, 5) and math.isnan(err.loss)  # step 5 is in the second epoch
+    assert "epoch 2, step 5" in str(err) and "nan" in str(err)
+
+
+def test_grad_clip_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    norms = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        norms.append(max_norm)
+        return real(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    make_trainer(toy_store()).train_epoch()
+    assert norms == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_on_cpu_trains_and_resumes(tmp_path: Path, precision: str) -> None:
+    store = toy_store()
+    trainer = make_trainer(store, precision=precision)
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    trainer.fit(1)
+    trainer.save(tmp_path / "p.ckpt")
+    resumed = make_trainer(store, precision=precision)
+    resumed.load_state(tmp_path / "p.ckpt")
+    if precision == "fp16":
+        assert resumed.scaler.get_scale() == trainer.scaler.get_scale()
+    resumed.fit(2)
+    assert all(torch.isfinite(p).all() for p in resumed.method.parameters())
+
+
+def test_progress_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    trainer = make_trainer(toy_store(), epochs=1)
+    trainer.progress = True
+    trainer.fit()
+    assert "epoch 1" in capsys.readouterr().out
