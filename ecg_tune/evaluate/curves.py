@@ -22,7 +22,9 @@ from ecg_tune.evaluate.task import TRAIN_FOLDS, Task, make_task
 TRAIN_PROTOCOLS = ("linear", "finetune")
 
 
-def _train(encoder: torch.nn.Module, task: Task, cfg: EvalConfig, seed: int, protocol: str, name: str) -> ProtocolResult:
+def _train(
+    encoder: torch.nn.Module, task: Task, cfg: EvalConfig, seed: int, protocol: str, name: str
+) -> ProtocolResult:
     if protocol == "linear":
         return runner.linear_on_task(encoder, task, cfg, seed, "linear", name)
     if protocol == "finetune":
@@ -32,8 +34,13 @@ def _train(encoder: torch.nn.Module, task: Task, cfg: EvalConfig, seed: int, pro
 
 def _point(x: Any, result: ProtocolResult) -> CurvePoint:
     return CurvePoint(
-        x=x, val_auc=result.val_auc, test_auc=result.test_auc, test_ci=result.test_ci,
-        n_train=result.n_train, selected_epoch=result.selected_epoch, per_class=result.per_class,
+        x=x,
+        val_auc=result.val_auc,
+        test_auc=result.test_auc,
+        test_ci=result.test_ci,
+        n_train=result.n_train,
+        selected_epoch=result.selected_epoch,
+        per_class=result.per_class,
     )
 
 
@@ -60,9 +67,16 @@ def train_subsets(
 
 
 def label_efficiency(
-    encoder: Any, dataset: Any, *, label_set: str | None = None, eval_cfg: EvalConfig | None = None,
-    data_cfg: DataConfig | None = None, device: str | torch.device = "cpu", seed: int = 0,
-    folds_list: Sequence[int] | None = None, fractions: Sequence[float] | None = None,
+    encoder: Any,
+    dataset: Any,
+    *,
+    label_set: str | None = None,
+    eval_cfg: EvalConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    folds_list: Sequence[int] | None = None,
+    fractions: Sequence[float] | None = None,
     protocol: str = "linear",
 ) -> CurveResult:
     """The protocol trained on the first n of folds 1-8 for each n of `folds_list` (default
@@ -84,22 +98,36 @@ def label_efficiency(
         settings = dict(result.settings)
     settings.update(curve_protocol=protocol, train_folds=list(TRAIN_FOLDS))
     return CurveResult(
-        protocol="label-efficiency", label_set=label_set, n_classes=task.n_classes,
-        x_name="train_fraction" if fractions is not None else "train_folds", points=points,
-        settings=settings, n_val=len(task.val), n_test=len(task.test),
+        protocol="label-efficiency",
+        label_set=label_set,
+        n_classes=task.n_classes,
+        x_name="train_fraction" if fractions is not None else "train_folds",
+        points=points,
+        settings=settings,
+        n_val=len(task.val),
+        n_test=len(task.test),
     )
 
 
-def _generator(device: torch.device, seed: int, level: int, split: int) -> torch.Generator:
-    """An independent, reproducible noise stream per (seed, level, split)."""
-    state = int(np.random.SeedSequence([seed, level, split]).generate_state(1)[0])
+def _generator(device: torch.device, seed: int, level: str | NoiseLevel, split: int) -> torch.Generator:
+    """A reproducible noise stream per (seed, level maxima, split): a level gets the same draws
+    whichever other levels the call includes."""
+    micro = [int(round(v * 1e6)) for v in noise_level(level)]
+    state = int(np.random.SeedSequence([seed, split, *micro]).generate_state(1)[0])
     return torch.Generator(device=device).manual_seed(state)
 
 
 def noise_robustness(
-    model: Any, dataset: Any, *, label_set: str | None = None, eval_cfg: EvalConfig | None = None,
-    data_cfg: DataConfig | None = None, device: str | torch.device = "cpu", seed: int = 0,
-    levels: Sequence[str | NoiseLevel] | None = None, protocol: str = "linear",
+    model: Any,
+    dataset: Any,
+    *,
+    label_set: str | None = None,
+    eval_cfg: EvalConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    levels: Sequence[str | NoiseLevel] | None = None,
+    protocol: str = "linear",
 ) -> CurveResult:
     """Record-level val and test macro AUC of a model trained on clean data, with every evaluation
     window noised at each level (default eval.noise_levels; the clean level L0 comes first).
@@ -118,7 +146,12 @@ def noise_robustness(
             raise ValueError("this ProtocolResult carries no trained model (it was loaded from JSON?)")
         leads = model.settings.get("leads") if isinstance(model, ProtocolResult) else None
         task = make_task(
-            dataset, label_set=label_set, data_cfg=data_cfg, device=device, lead_names=leads, normalization=None
+            dataset,
+            label_set=label_set,
+            data_cfg=data_cfg,
+            device=device,
+            lead_names=leads,
+            normalization=None,
         )
         if isinstance(model, ProtocolResult):
             selected = model.selected_epoch
@@ -128,26 +161,52 @@ def noise_robustness(
         trained, header = runner.source(model)
         task = runner.task_for(header, dataset, label_set, data_cfg, device)
         runner.check_leads(trained, task)
-        result = _train(copy.deepcopy(trained), task, eval_cfg, seed, protocol, runner.encoder_name(trained, header))
-        classifier, selected, settings, n_train = result.model, result.selected_epoch, dict(result.settings), result.n_train
+        result = _train(
+            copy.deepcopy(trained), task, eval_cfg, seed, protocol, runner.encoder_name(trained, header)
+        )
+        classifier, selected, settings, n_train = (
+            result.model,
+            result.selected_epoch,
+            dict(result.settings),
+            result.n_train,
+        )
+    assert classifier is not None
     if classifier.head.out_features != task.n_classes:
-        raise ValueError(f"the model predicts {classifier.head.out_features} classes, {label_set!r} has {task.n_classes}")
+        raise ValueError(
+            f"the model predicts {classifier.head.out_features} classes, {label_set!r} has {task.n_classes}"
+        )
     points = []
-    for k, level in enumerate([CLEAN, *levels]):
+    for level in [CLEAN, *levels]:
         noise = None if level == CLEAN else level
-        val = predict_records(classifier, task, task.val, noise=noise, generator=_generator(task.device, seed, k, 0))
-        test = predict_records(classifier, task, task.test, noise=noise, generator=_generator(task.device, seed, k, 1))
+        val = predict_records(
+            classifier, task, task.val, noise=noise, generator=_generator(task.device, seed, level, 0)
+        )
+        test = predict_records(
+            classifier, task, task.test, noise=noise, generator=_generator(task.device, seed, level, 1)
+        )
         test_auc, per_class = macro_auc(task.y_test, test)
         points.append(
             CurvePoint(
-                x=level if isinstance(level, str) else list(level), val_auc=macro_auc(task.y_val, val)[0],
-                test_auc=test_auc, test_ci=bootstrap_ci(task.y_test, test, eval_cfg.bootstrap, seed),
-                n_train=n_train, selected_epoch=selected,
+                x=level if isinstance(level, str) else list(level),
+                val_auc=macro_auc(task.y_val, val)[0],
+                test_auc=test_auc,
+                test_ci=bootstrap_ci(task.y_test, test, eval_cfg.bootstrap, seed),
+                n_train=n_train,
+                selected_epoch=selected,
                 per_class={c: float(a) for c, a in zip(task.codes, per_class)},
             )
         )
-    settings.update(curve_protocol=protocol, noise_levels={str(lv): list(noise_level(lv)) for lv in [CLEAN, *levels]})
+    settings.update(
+        curve_protocol=protocol, noise_levels={str(lv): list(noise_level(lv)) for lv in [CLEAN, *levels]}
+    )
     return CurveResult(
-        protocol="noise", label_set=label_set, n_classes=task.n_classes, x_name="noise_level", points=points,
-        settings=settings, n_val=len(task.val), n_test=len(task.test), model=classifier,
+        protocol="noise",
+        label_set=label_set,
+        n_classes=task.n_classes,
+        x_name="noise_level",
+        points=points,
+        settings=settings,
+        n_val=len(task.val),
+        n_test=len(task.test),
+        model=classifier,
     )

@@ -18,10 +18,14 @@ from torch import nn
 from ecg_tune.evaluate.metrics import macro_auc
 from ecg_tune.evaluate.scoring import predict_records
 from ecg_tune.evaluate.task import MeanStd, Task
+from ecg_tune.ssl.encoders.base import Encoder
 
 
 class Normalize(nn.Module):
     """Per-lead z-score of (B, leads, T) mV input; identity without statistics."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, stats: MeanStd | None, n_leads: int):
         super().__init__()
@@ -38,7 +42,9 @@ class Classifier(nn.Module):
     """mV windows (B, leads, T) → logits (B, C). With `frozen`, the encoder is a fixed feature map:
     no gradients, and eval mode even while the classifier trains (BN statistics stay as they are)."""
 
-    def __init__(self, encoder: nn.Module, n_classes: int, stats: MeanStd | None, n_leads: int):
+    encoder: Encoder
+
+    def __init__(self, encoder: Encoder, n_classes: int, stats: MeanStd | None, n_leads: int):
         super().__init__()
         self.normalize = Normalize(stats, n_leads)
         self.encoder = encoder
@@ -67,9 +73,7 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def discriminative_groups(
-    model: Classifier, lr: float, factor: float
-) -> list[dict[str, Any]]:
+def discriminative_groups(model: Classifier, lr: float, factor: float) -> list[dict[str, Any]]:
     """AdamW groups: head at `lr`; the encoder's layer groups, from the output side, at lr·factor,
     lr·factor², ... (factor 0.25: each group 4x below the next). factor 1 = one lr everywhere.
 
@@ -95,7 +99,9 @@ def discriminative_groups(
     out: list[dict[str, Any]] = [{"params": list(model.head.parameters()), "lr": lr, "name": "head"}]
     for depth, params in enumerate(reversed(unique), start=1):
         if params:
-            out.append({"params": params, "lr": lr * factor**depth, "name": f"encoder[{len(unique) - depth}]"})
+            out.append(
+                {"params": params, "lr": lr * factor**depth, "name": f"encoder[{len(unique) - depth}]"}
+            )
     return out
 
 
@@ -151,6 +157,7 @@ def fit(
         for batch in batches.epoch(e):
             if batch.x.shape[0] < 2 and not model.frozen:
                 continue  # BatchNorm cannot train on a single window
+            assert batch.y is not None  # WindowBatches was given targets
             logits = model(batch.x)
             loss = F.binary_cross_entropy_with_logits(logits, batch.y.to(logits.dtype))
             optimiser.zero_grad(set_to_none=True)
@@ -160,7 +167,12 @@ def fit(
             steps += 1
         val_auc, _ = macro_auc(task.y_val, predict_records(model, task, task.val))
         outcome.history.append(
-            {"epoch": e + 1, "phase": phase, "train_loss": float(loss_sum) / max(steps, 1), "val_auc": val_auc}
+            {
+                "epoch": e + 1,
+                "phase": phase,
+                "train_loss": float(loss_sum) / max(steps, 1),
+                "val_auc": val_auc,
+            }
         )
         if val_auc > outcome.best_val:
             outcome.best_val, outcome.selected_epoch = val_auc, e + 1

@@ -37,7 +37,8 @@ def noise_level(level: str | NoiseLevel) -> NoiseLevel:
     values = tuple(float(v) for v in level)
     if len(values) != 4 or any(v < 0 for v in values):
         raise ConfigError(
-            "evaluation.noise_levels", f"a noise level is 4 non-negative maxima (bw, em, pl, bs), got {level!r}"
+            "evaluation.noise_levels",
+            f"a noise level is 4 non-negative maxima (bw, em, pl, bs), got {level!r}",
         )
     return values  # type: ignore[return-value]
 

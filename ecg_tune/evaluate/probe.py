@@ -58,7 +58,9 @@ def quick_probe(
     with runner.seeded(seed):
         head = nn.Linear(x_train.shape[1], task.n_classes)
     head = head.to(out_device)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=eval_cfg.linear_lr, weight_decay=eval_cfg.linear_weight_decay)
+    optimiser = torch.optim.AdamW(
+        head.parameters(), lr=eval_cfg.linear_lr, weight_decay=eval_cfg.linear_weight_decay
+    )
     order = torch.Generator().manual_seed(seed)
     batch = max(1, eval_cfg.batch_size)
     for _ in range(eval_cfg.probe_epochs):

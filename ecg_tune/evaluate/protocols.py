@@ -47,8 +47,14 @@ PROTOCOLS = ("linear", "finetune", "supervised", "random", "label-efficiency", "
 
 
 def linear(
-    encoder: Any, dataset: Any, *, label_set: str | None = None, eval_cfg: EvalConfig | None = None,
-    data_cfg: DataConfig | None = None, device: str | torch.device = "cpu", seed: int = 0,
+    encoder: Any,
+    dataset: Any,
+    *,
+    label_set: str | None = None,
+    eval_cfg: EvalConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
 ) -> ProtocolResult:
     """Linear evaluation: Linear(feature_dim, C) on the frozen encoder (eval mode, BN stats fixed).
 
@@ -63,8 +69,14 @@ def linear(
 
 
 def finetune(
-    encoder: Any, dataset: Any, *, label_set: str | None = None, eval_cfg: EvalConfig | None = None,
-    data_cfg: DataConfig | None = None, device: str | torch.device = "cpu", seed: int = 0,
+    encoder: Any,
+    dataset: Any,
+    *,
+    label_set: str | None = None,
+    eval_cfg: EvalConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
 ) -> ProtocolResult:
     """Finetuning: `finetune_head_epochs` head-only epochs, then all layers, discriminative lrs."""
     label_set, eval_cfg, data_cfg = runner.defaults(label_set, eval_cfg, data_cfg)
@@ -76,30 +88,53 @@ def finetune(
 
 
 def supervised(
-    encoder_name: Any, encoder_params: dict[str, Any] | None = None, dataset: Any = None, *,
-    label_set: str | None = None, eval_cfg: EvalConfig | None = None, data_cfg: DataConfig | None = None,
-    device: str | torch.device = "cpu", seed: int = 0,
+    encoder_name: Any,
+    encoder_params: dict[str, Any] | None = None,
+    dataset: Any = None,
+    *,
+    label_set: str | None = None,
+    eval_cfg: EvalConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
 ) -> ProtocolResult:
     """Training from scratch: finetuning of a freshly initialised encoder, every layer at finetune_lr.
 
     `encoder_name`: a registry name (with `encoder_params`), an EncoderConfig, a Checkpoint or path
     (its architecture, not its weights) or an encoder instance (re-initialised copy).
     """
-    return _fresh("supervised", encoder_name, encoder_params, dataset, label_set, eval_cfg, data_cfg, device, seed)
+    return _fresh(
+        "supervised", encoder_name, encoder_params, dataset, label_set, eval_cfg, data_cfg, device, seed
+    )
 
 
 def random(
-    encoder_name: Any, encoder_params: dict[str, Any] | None = None, dataset: Any = None, *,
-    label_set: str | None = None, eval_cfg: EvalConfig | None = None, data_cfg: DataConfig | None = None,
-    device: str | torch.device = "cpu", seed: int = 0,
+    encoder_name: Any,
+    encoder_params: dict[str, Any] | None = None,
+    dataset: Any = None,
+    *,
+    label_set: str | None = None,
+    eval_cfg: EvalConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
 ) -> ProtocolResult:
     """Linear evaluation of a frozen randomly initialised encoder (the supervised 'linear' row, §6.3)."""
-    return _fresh("random", encoder_name, encoder_params, dataset, label_set, eval_cfg, data_cfg, device, seed)
+    return _fresh(
+        "random", encoder_name, encoder_params, dataset, label_set, eval_cfg, data_cfg, device, seed
+    )
 
 
 def _fresh(
-    protocol: str, spec: Any, params: dict[str, Any] | None, dataset: Any, label_set: str | None,
-    eval_cfg: EvalConfig | None, data_cfg: DataConfig | None, device: str | torch.device, seed: int,
+    protocol: str,
+    spec: Any,
+    params: dict[str, Any] | None,
+    dataset: Any,
+    label_set: str | None,
+    eval_cfg: EvalConfig | None,
+    data_cfg: DataConfig | None,
+    device: str | torch.device,
+    seed: int,
 ) -> ProtocolResult:
     if dataset is None:
         raise TypeError(f"{protocol}() needs a dataset")
@@ -120,14 +155,22 @@ def _fresh(
 
 
 def run_protocol(
-    name: str, *, checkpoint_or_encoder: Any, dataset: Any, label_set: str | None = None,
-    eval_cfg: EvalConfig | None = None, data_cfg: DataConfig | None = None,
-    device: str | torch.device = "cpu", seed: int = 0,
+    name: str,
+    *,
+    checkpoint_or_encoder: Any,
+    dataset: Any,
+    label_set: str | None = None,
+    eval_cfg: EvalConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
 ) -> ProtocolResult | CurveResult:
     """Run protocol `name` (one of PROTOCOLS). supervised/random use only the architecture of
     `checkpoint_or_encoder`; label-efficiency runs the linear protocol on eval.label_folds; noise
     trains a linear head on clean data and scores eval.noise_levels."""
-    kwargs: dict[str, Any] = dict(label_set=label_set, eval_cfg=eval_cfg, data_cfg=data_cfg, device=device, seed=seed)
+    kwargs: dict[str, Any] = dict(
+        label_set=label_set, eval_cfg=eval_cfg, data_cfg=data_cfg, device=device, seed=seed
+    )
     if name == "linear":
         return linear(checkpoint_or_encoder, dataset, **kwargs)
     if name == "finetune":
@@ -144,9 +187,16 @@ def run_protocol(
 
 
 def evaluate_checkpoint(
-    path: str | Path, data_path: str | Path, protocol: str, label_set: str | None = None,
-    out_dir: str | Path | None = None, *, eval_cfg: EvalConfig | None = None,
-    data_cfg: DataConfig | None = None, device: str | torch.device = "cpu", seed: int = 0,
+    path: str | Path,
+    data_path: str | Path,
+    protocol: str,
+    label_set: str | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    eval_cfg: EvalConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
 ) -> ProtocolResult | CurveResult:
     """`ecg-tune evaluate`: run `protocol` for the checkpoint at `path` on the dataset at `data_path`.
 
@@ -161,8 +211,14 @@ def evaluate_checkpoint(
     data_cfg = data_cfg or DataConfig()
     label_set = label_set or data_cfg.label_set
     result = run_protocol(
-        protocol, checkpoint_or_encoder=checkpoint, dataset=dataset, label_set=label_set,
-        eval_cfg=eval_cfg, data_cfg=data_cfg, device=device, seed=seed,
+        protocol,
+        checkpoint_or_encoder=checkpoint,
+        dataset=dataset,
+        label_set=label_set,
+        eval_cfg=eval_cfg,
+        data_cfg=data_cfg,
+        device=device,
+        seed=seed,
     )
     result.settings["checkpoint"] = str(path)
     result.settings["dataset"] = str(data_path)

@@ -7,9 +7,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from ecg_tune.evaluate.heads import Classifier
 
 METRIC = "record-level macro ROC-AUC (undefined class = 0.5)"
 
@@ -44,7 +45,7 @@ class ProtocolResult:
     n_test: int
     metric: str = METRIC
     # The trained classifier (encoder + head), for the noise protocol or inspection; never serialised.
-    model: nn.Module | None = field(default=None, repr=False, compare=False)
+    model: Classifier | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
@@ -62,7 +63,7 @@ class ProtocolResult:
 
 @dataclass
 class CurvePoint:
-    x: int | float | str  # training folds, training fraction or noise level
+    x: int | float | str | list[float]  # training folds, training fraction, noise level (name or maxima)
     val_auc: float
     test_auc: float
     test_ci: tuple[float, float]
@@ -82,10 +83,14 @@ class CurveResult:
     n_val: int
     n_test: int
     metric: str = METRIC
-    model: nn.Module | None = field(default=None, repr=False, compare=False)
+    model: Classifier | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("model", "points")}
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("model", "points")
+        }
         out["points"] = [dataclasses.asdict(p) for p in self.points]
         return _clean(out)
 

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from ecg_tune.evaluate.metrics import bootstrap_ci, macro_auc
 from ecg_tune.evaluate.results import ProtocolResult
 from ecg_tune.evaluate.scoring import predict_records
 from ecg_tune.evaluate.task import TEST_FOLDS, VAL_FOLDS, Task, make_task
-
+from ecg_tune.ssl.encoders.base import Encoder
 
 # --- inputs ------------------------------------------------------------------------------------------
 
@@ -32,8 +32,8 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def source(obj: Any) -> tuple[nn.Module | None, dict[str, Any] | None]:
-    """(trained encoder or None, checkpoint header or None) from an Encoder, Checkpoint or path."""
+def source(obj: Any) -> tuple[nn.Module, dict[str, Any] | None]:
+    """(trained encoder, checkpoint header or None) from an Encoder, Checkpoint or path."""
     if isinstance(obj, str | Path):
         from ecg_tune.ssl.checkpoint import load_checkpoint
 
@@ -79,7 +79,8 @@ def check_leads(encoder: nn.Module, task: Task) -> None:
     n = getattr(encoder, "n_leads", None)
     if n is not None and n != task.n_leads:
         raise ConfigError(
-            "data.leads", f"the encoder takes {n} leads, the task gives {task.n_leads} ({', '.join(task.lead_names)})"
+            "data.leads",
+            f"the encoder takes {n} leads, the task gives {task.n_leads} ({', '.join(task.lead_names)})",
         )
 
 
@@ -116,7 +117,7 @@ def fresh_encoder(spec: Any, task: Task, seed: int) -> tuple[nn.Module, str]:
             encoder = copy.deepcopy(spec)
             for m in encoder.modules():
                 if hasattr(m, "reset_parameters") and m is not encoder:
-                    m.reset_parameters()
+                    m.reset_parameters()  # type: ignore[operator]
             return encoder, type(spec).__name__
     raise TypeError(f"cannot build a fresh encoder from {type(spec).__name__}")
 
@@ -126,16 +127,25 @@ def fresh_encoder(spec: Any, task: Task, seed: int) -> tuple[nn.Module, str]:
 
 def make_classifier(encoder: nn.Module, task: Task, seed: int) -> Classifier:
     with seeded(seed):
-        model = Classifier(encoder, task.n_classes, task.normalization, task.n_leads)
+        # Any module with `feature_dim` (and `layer_groups()` for finetuning) works as an encoder.
+        model = Classifier(cast(Encoder, encoder), task.n_classes, task.normalization, task.n_leads)
     return model.to(task.device)
 
 
-def train_linear(model: Classifier, task: Task, cfg: EvalConfig, seed: int, phase: str, first_epoch: int = 0) -> FitOutcome:
+def train_linear(
+    model: Classifier, task: Task, cfg: EvalConfig, seed: int, phase: str, first_epoch: int = 0
+) -> FitOutcome:
     model.freeze_encoder(True)
     groups = [{"params": list(model.head.parameters()), "lr": cfg.linear_lr, "name": "head"}]
     return fit(
-        model, task, groups, epochs=cfg.linear_epochs if phase == "linear" else cfg.finetune_head_epochs,
-        batch_size=cfg.batch_size, weight_decay=cfg.linear_weight_decay, seed=seed, phase=phase,
+        model,
+        task,
+        groups,
+        epochs=cfg.linear_epochs if phase == "linear" else cfg.finetune_head_epochs,
+        batch_size=cfg.batch_size,
+        weight_decay=cfg.linear_weight_decay,
+        seed=seed,
+        phase=phase,
         first_epoch=first_epoch,
     )
 
@@ -162,14 +172,23 @@ def run_finetune(
     model.freeze_encoder(False)
     groups = discriminative_groups(model, cfg.finetune_lr, factor)
     full = fit(
-        model, task, groups, epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
-        weight_decay=cfg.finetune_weight_decay, seed=seed, phase="finetune", first_epoch=max(head_epochs, 0),
+        model,
+        task,
+        groups,
+        epochs=cfg.finetune_epochs,
+        batch_size=cfg.batch_size,
+        weight_decay=cfg.finetune_weight_decay,
+        seed=seed,
+        phase="finetune",
+        first_epoch=max(head_epochs, 0),
     )
     full.history = history + full.history
     return model, full
 
 
-def make_settings(task: Task, cfg: EvalConfig, seed: int, protocol: str, encoder: str, **extra: Any) -> dict[str, Any]:
+def make_settings(
+    task: Task, cfg: EvalConfig, seed: int, protocol: str, encoder: str, **extra: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "protocol": protocol,
         "encoder": encoder,
@@ -190,16 +209,24 @@ def make_settings(task: Task, cfg: EvalConfig, seed: int, protocol: str, encoder
         out.update(epochs=cfg.linear_epochs, lr=cfg.linear_lr, weight_decay=cfg.linear_weight_decay)
     else:
         out.update(
-            epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, weight_decay=cfg.finetune_weight_decay,
+            epochs=cfg.finetune_epochs,
+            lr=cfg.finetune_lr,
+            weight_decay=cfg.finetune_weight_decay,
             head_epochs=cfg.finetune_head_epochs if protocol == "finetune" else 0,
-            head_lr=cfg.linear_lr, discriminative_factor=extra.pop("factor", cfg.finetune_discriminative_factor),
+            head_lr=cfg.linear_lr,
+            discriminative_factor=extra.pop("factor", cfg.finetune_discriminative_factor),
         )
     out.update(extra)
     return out
 
 
 def finish(
-    model: Classifier, outcome: FitOutcome, task: Task, cfg: EvalConfig, seed: int, protocol: str,
+    model: Classifier,
+    outcome: FitOutcome,
+    task: Task,
+    cfg: EvalConfig,
+    seed: int,
+    protocol: str,
     settings: dict[str, Any],
 ) -> ProtocolResult:
     """Restore the selected state and score the test fold: the only place fold 10 is read."""
@@ -229,7 +256,9 @@ def finish(
     )
 
 
-def linear_on_task(encoder: nn.Module, task: Task, cfg: EvalConfig, seed: int, protocol: str, name: str) -> ProtocolResult:
+def linear_on_task(
+    encoder: nn.Module, task: Task, cfg: EvalConfig, seed: int, protocol: str, name: str
+) -> ProtocolResult:
     model, outcome = run_linear(encoder, task, cfg, seed)
     return finish(model, outcome, task, cfg, seed, protocol, make_settings(task, cfg, seed, protocol, name))
 
@@ -250,8 +279,6 @@ def encoder_name(encoder: nn.Module, header: dict[str, Any] | None) -> str:
     if header is not None:
         return str(header.get("encoder", {}).get("name", type(encoder).__name__))
     return type(encoder).__name__
-
-
 
 
 def is_encoder_name(value: Any) -> bool:

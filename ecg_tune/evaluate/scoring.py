@@ -35,10 +35,10 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def module_device(module: nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    for param in module.parameters():
+        return param.device
+    for buffer in module.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -53,7 +53,10 @@ def iter_windows(
         windows, pos = sliding_windows(
             task.store, chunk, window=task.window, stride=task.stride, lead_indices=task.lead_indices
         )
-        yield torch.from_numpy(np.ascontiguousarray(windows)).to(device), np.asarray(pos, dtype=np.int64) + start
+        yield (
+            torch.from_numpy(np.ascontiguousarray(windows)).to(device),
+            np.asarray(pos, dtype=np.int64) + start,
+        )
 
 
 @torch.no_grad()

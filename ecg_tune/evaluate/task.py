@@ -99,7 +99,9 @@ def select_leads(
         return available, None
     unknown = [n for n in wanted if n not in available]
     if unknown:
-        raise ConfigError("data.leads", f"unknown lead(s) {', '.join(unknown)}; the dataset has {', '.join(available)}")
+        raise ConfigError(
+            "data.leads", f"unknown lead(s) {', '.join(unknown)}; the dataset has {', '.join(available)}"
+        )
     columns = [available.index(n) for n in wanted]
     if columns == list(range(len(available))):
         return available, None
@@ -146,7 +148,9 @@ def make_task(
     if isinstance(normalization, str) and normalization == "config":
         stats = mean_std(dataset.normalization) if data_cfg.normalize else None
         if data_cfg.normalize and stats is None:
-            raise DatasetError("data.normalize is set but the dataset manifest has no normalisation statistics")
+            raise DatasetError(
+                "data.normalize is set but the dataset manifest has no normalisation statistics"
+            )
         if stats is not None and columns is not None:
             stats = (stats[0][columns], stats[1][columns])
     else:

@@ -53,8 +53,9 @@ def nt_xent_logits(
     local = torch.arange(b, device=z1.device) + offset
     self_index = torch.cat([local, local + n])
     targets = torch.cat([local + n, local])
-    rows = torch.arange(2 * b, device=z1.device)
-    logits = logits.index_put((rows, self_index), torch.tensor(float("-inf"), device=z1.device))
+    is_self = torch.zeros_like(logits, dtype=torch.bool)
+    is_self[torch.arange(2 * b, device=z1.device), self_index] = True
+    logits = logits.masked_fill(is_self, float("-inf"))
     return logits, targets
 
 

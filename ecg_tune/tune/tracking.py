@@ -196,8 +196,8 @@ class MLflowTracking(Callback):
 
         def finish(c: MlflowClient) -> None:
             c.log_batch(run_id, tags=tags)
-            if artifact is not None:
-                c.log_artifact(run_id, str(artifact), artifact_path="encoder")
+            if artifact is not None:  # encoder.ckpt and one JSON per evaluation protocol
+                c.log_artifacts(run_id, str(artifact), artifact_path="results")
             c.set_terminated(run_id, status=status)
 
         self.worker.submit(finish)
@@ -272,8 +272,8 @@ def _with_retries(fn: Callable[[], Any], attempts: int = 30, backoff_s: float = 
 
 
 def _trial_artifact(result: dict[str, Any]) -> Path | None:
-    path = result.get("encoder_path")
-    if isinstance(path, str) and Path(path).is_file():
+    path = result.get("artifact_dir")
+    if isinstance(path, str) and Path(path).is_dir():
         return Path(path)
     return None
 

@@ -7,6 +7,7 @@ Sinkhorn's codes, and the helpers' behaviour.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -28,7 +29,10 @@ def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _worker(rank_: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank_, world_size=WORLD)
+    # A short timeout: if one rank fails, the other's collectives fail quickly instead of hanging.
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank_, world_size=WORLD, timeout=timedelta(seconds=30)
+    )
     try:
         torch.set_num_threads(1)
         z1, z2, scores = _data()

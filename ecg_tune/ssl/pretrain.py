@@ -1,0 +1,208 @@
+"""One pretraining run from a trial config into an output folder (what `ecg-tune pretrain` runs).
+
+out_dir/
+  last.ckpt      full training state every `train.checkpoint_every` epochs and at the end (resumable)
+  encoder.ckpt   encoder-only checkpoint written at the end (what evaluation protocols load)
+  metrics.jsonl  one JSON object per completed epoch
+
+Running again with the same out_dir resumes from last.ckpt; metrics.jsonl is rewritten from the
+checkpoint's history first, so epochs trained after the last checkpoint (lost by a crash) do not
+appear twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ecg_tune.config import TrialConfig
+from ecg_tune.data.dataset import ECGDataset, open_dataset
+from ecg_tune.data.leads import lead_order
+from ecg_tune.data.leakage import find_leakage
+from ecg_tune.data.store import SignalStore
+from ecg_tune.errors import CheckpointError, ConfigError
+from ecg_tune.ssl.checkpoint import export_encoder
+from ecg_tune.ssl.methods import METHODS
+from ecg_tune.ssl.train import Callback, Trainer
+
+LAST = "last.ckpt"
+ENCODER = "encoder.ckpt"
+METRICS = "metrics.jsonl"
+# Keys allowed to differ between a resumed run's config and the checkpoint's: they do not change what
+# the finished run computes (train.epochs does: it sets the schedule length).
+_RESUME_FREE_KEYS = {"train.checkpoint_every", "evaluation."}
+
+
+@dataclass
+class PretrainResult:
+    checkpoint: Path  # out_dir/last.ckpt
+    encoder: Path  # out_dir/encoder.ckpt
+    history: list[dict[str, float]] = field(default_factory=list)
+    excluded_leakage: int = 0  # pretraining records dropped as copies of downstream val/test records
+    n_records: int = 0  # pretraining records used (before dropping records shorter than the window)
+    resumed_from_epoch: int = 0
+
+
+@dataclass
+class PretrainData:
+    store: SignalStore
+    indices: np.ndarray
+    lead_names: list[str]
+    normalization: tuple[list[float], list[float]] | None
+    excluded_leakage: int
+    targets: np.ndarray | None = None
+    label_vocabulary: list[str] | None = None
+
+
+def prepare_data(cfg: TrialConfig) -> PretrainData:
+    """Open and combine the pretraining datasets and apply the leakage guard, caps and lead subset."""
+    if not cfg.data.pretrain:
+        raise ConfigError("data.pretrain", "no pretraining dataset given")
+    datasets = [open_dataset(p) for p in cfg.data.pretrain]
+    first = datasets[0]
+    for path, ds in zip(cfg.data.pretrain[1:], datasets[1:]):
+        if tuple(ds.lead_names) != tuple(first.lead_names) or float(ds.fs) != float(first.fs):
+            raise ConfigError(
+                "data.pretrain",
+                f"{path} has leads {list(ds.lead_names)} at {ds.fs} Hz but {cfg.data.pretrain[0]} has "
+                f"{list(first.lead_names)} at {first.fs} Hz; ingest all pretraining datasets with the same "
+                "--fs and lead order",
+            )
+    try:
+        store = SignalStore.concat([ds.store for ds in datasets])
+    except ValueError as e:  # e.g. a different int16 scale
+        raise ConfigError("data.pretrain", str(e)) from None
+    keep = np.ones(len(store), dtype=bool)
+
+    excluded = 0
+    if cfg.data.downstream and cfg.data.exclude_leakage:
+        downstream = open_dataset(cfg.data.downstream)
+        offset = 0
+        for ds in datasets:
+            rows = np.asarray(find_leakage(ds, downstream).indices, dtype=np.int64)
+            keep[offset + rows] = False
+            offset += len(ds.store)
+        excluded = int((~keep).sum())
+    indices = np.flatnonzero(keep)
+
+    cap = cfg.data.max_pretrain_records
+    if cap < 0:
+        raise ConfigError("data.max_pretrain_records", f"must be >= 0, got {cap}")
+    if 0 < cap < len(indices):
+        # A fixed random subset (not the first records, which would favour the first dataset).
+        rng = np.random.default_rng([cfg.seed, 17])
+        indices = np.sort(rng.choice(indices, size=cap, replace=False))
+
+    lead_names = list(lead_order(cfg.data.leads)) if cfg.data.leads.strip() else list(first.lead_names)
+    missing = [n for n in lead_names if n not in first.lead_names]
+    if missing:
+        raise ConfigError("data.leads", f"leads {missing} are not in the pretraining data {list(first.lead_names)}")
+    positions = [list(first.lead_names).index(n) for n in lead_names]
+
+    normalization = None
+    if cfg.data.normalize:
+        mean, std = (np.asarray(v, dtype=np.float64) for v in first.normalization)
+        normalization = (mean[positions].tolist(), std[positions].tolist())
+
+    data = PretrainData(store, indices, lead_names, normalization, excluded)
+    if METHODS[cfg.method.name].needs_labels:
+        _attach_targets(cfg, datasets, data)
+    return data
+
+
+def _attach_targets(cfg: TrialConfig, datasets: list[ECGDataset], data: PretrainData) -> None:
+    """Supervised "pretraining" on one labelled dataset (label vocabularies of corpora differ)."""
+    if len(datasets) != 1:
+        raise ConfigError("data.pretrain", f"method {cfg.method.name!r} needs labels: give exactly one dataset")
+    ds = datasets[0]
+    data.targets = np.asarray(ds.targets(cfg.data.label_set, data.indices), dtype=np.float32)
+    data.label_vocabulary = list(ds.label_vocabulary(cfg.data.label_set))
+
+
+def run_pretraining(
+    cfg: TrialConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    callback: Callback | None = None,
+) -> PretrainResult:
+    """Pretrain (or resume) into `out_dir`; `callback(trainer, metrics)` returning True stops early."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last, encoder_path, metrics_path = out / LAST, out / ENCODER, out / METRICS
+    data = prepare_data(cfg)
+
+    if last.exists():
+        trainer = Trainer.restore(last, data.store, data.indices, device=device, targets=data.targets, progress=progress)
+        _check_same_run(last, trainer.header.get("config", {}), cfg)
+    else:
+        trainer = Trainer.from_config(
+            cfg,
+            data.store,
+            data.indices,
+            lead_names=data.lead_names,
+            normalization=data.normalization,
+            targets=data.targets,
+            label_vocabulary=data.label_vocabulary,
+            device=device,
+            progress=progress,
+        )
+        # Provenance: what the encoder has seen (and what was kept out of it).
+        trainer.header["pretraining_data"] = {
+            "datasets": list(cfg.data.pretrain),
+            "n_records": int(len(data.indices)),
+            "excluded_leakage": data.excluded_leakage,
+            "leakage_reference": cfg.data.downstream if cfg.data.exclude_leakage else "",
+        }
+    resumed_from = trainer.epoch
+    every = max(int(cfg.train.checkpoint_every), 1)
+
+    with open(metrics_path, "w") as log:
+        for metrics in trainer.history:
+            log.write(json.dumps(metrics) + "\n")
+        log.flush()
+
+        def after_epoch(t: Trainer, metrics: dict[str, float]) -> bool:
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            # Saved before the callback, so a callback that reports last.ckpt (Tune) sees this epoch.
+            saved = t.epoch % every == 0 or t.epoch >= t.train_cfg.epochs
+            if saved:
+                t.save(last)
+            stop = bool(callback(t, metrics)) if callback is not None else False
+            if stop and not saved:
+                t.save(last)
+            return stop
+
+        trainer.fit(callback=after_epoch)
+    if not last.exists():  # zero epochs configured: still leave a (untrained) checkpoint
+        trainer.save(last)
+    export_encoder(trainer, trainer.checkpoint_header(), encoder_path)
+    return PretrainResult(last, encoder_path, list(trainer.history), data.excluded_leakage, int(len(data.indices)), resumed_from)
+
+
+def _check_same_run(path: Path, saved: dict[str, Any], cfg: TrialConfig) -> None:
+    wanted = cfg.to_flat()
+    differing = sorted(
+        k
+        for k in set(saved) | set(wanted)
+        if saved.get(k) != wanted.get(k) and not any(k == f or (f.endswith(".") and k.startswith(f)) for f in _RESUME_FREE_KEYS)
+    )
+    if differing:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in differing[:8])
+        raise CheckpointError(
+            f"{path}: was written by a run with another config ({shown}); use a new output folder or delete it"
+        )
+
+
+def metrics_log(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The per-epoch metrics written by run_pretraining."""
+    with open(Path(out_dir) / METRICS) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,529 @@
+"""Evaluation protocols on a learnable stand-in task (class = a sinusoid frequency, folds 1-10).
+
+The stand-ins are a tiny Conv1d encoder and a duck-typed dataset over `SignalStore.from_signals`;
+the last tests run the real pieces (dataset on shards, checkpoint, PTB-XL sample) when they exist.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from ecg_tune.config import DataConfig, EvalConfig
+from ecg_tune.data.store import SignalStore
+from ecg_tune.errors import CheckpointError, ConfigError
+from ecg_tune.evaluate import runner
+from ecg_tune.evaluate.heads import Classifier, discriminative_groups
+from ecg_tune.evaluate.metrics import macro_auc
+from ecg_tune.evaluate.protocols import (
+    finetune,
+    format_result,
+    label_efficiency,
+    linear,
+    noise_robustness,
+    quick_probe,
+    random,
+    run_protocol,
+    supervised,
+)
+from ecg_tune.evaluate.results import CurveResult, ProtocolResult
+from ecg_tune.ssl.encoders.base import Encoder
+
+FS = 100.0
+LEADS = ("I", "II")
+FREQS = (3.0, 8.0, 17.0)  # class c present <=> a sinusoid at FREQS[c] Hz
+LENGTH = 300
+WINDOW, STRIDE = 100, 50
+
+
+# --- stand-ins ---------------------------------------------------------------------------------------
+
+
+def _install_windows_standin() -> None:
+    """Until `ecg_tune.data.windows` exists: a minimal module with its documented contract."""
+    import sys
+    import types
+
+    try:
+        import ecg_tune.data.windows  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+
+    def random_starts(lengths: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(0, np.maximum(np.asarray(lengths) - window, 0) + 1)
+
+    def _cut(store: SignalStore, rows: np.ndarray, starts: np.ndarray, window: int, leads: Any) -> np.ndarray:
+        first = store.offsets[rows] + starts
+        raw = store.data[first[:, None] + np.arange(window)]  # (B, W, leads)
+        if leads is not None:
+            raw = raw[:, :, np.asarray(leads)]
+        return (raw.transpose(0, 2, 1).astype(np.float32) / np.float32(store.units_per_mv)).copy()
+
+    def random_windows(store, indices, window, rng, *, lead_indices=None, out=None):  # type: ignore[no-untyped-def]
+        rows = np.asarray(indices, dtype=np.int64)
+        x = _cut(store, rows, random_starts(store.lengths[rows], window, rng), window, lead_indices)
+        if out is not None:
+            out[...] = x
+            return out
+        return x
+
+    def sliding_windows(store, indices, window=250, stride=125, *, lead_indices=None):  # type: ignore[no-untyped-def]
+        rows, starts, pos = [], [], []
+        for p, r in enumerate(np.asarray(indices, dtype=np.int64)):
+            s = np.arange(0, int(store.lengths[r]) - window + 1, stride)
+            rows.append(np.full(len(s), r))
+            starts.append(s)
+            pos.append(np.full(len(s), p))
+        rows_a, starts_a = np.concatenate(rows), np.concatenate(starts)
+        return _cut(store, rows_a, starts_a, window, lead_indices), np.concatenate(pos).astype(np.int64)
+
+    module = types.ModuleType("ecg_tune.data.windows")
+    module.random_starts = random_starts  # type: ignore[attr-defined]
+    module.random_windows = random_windows  # type: ignore[attr-defined]
+    module.sliding_windows = sliding_windows  # type: ignore[attr-defined]
+    sys.modules["ecg_tune.data.windows"] = module
+
+
+_install_windows_standin()
+
+
+class TinyEncoder(Encoder):
+    """Two Conv-BN-ReLU blocks and average pooling: enough to read band power."""
+
+    def __init__(self, n_leads: int = 2, input_length: int = WINDOW, width: int = 16):
+        super().__init__(None, n_leads, input_length)
+        self.block1 = nn.Sequential(nn.Conv1d(n_leads, width, 9, padding=4), nn.BatchNorm1d(width), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv1d(width, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU())
+        self.feature_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block2(self.block1(x)).mean(dim=-1)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        return [list(self.block1.parameters()), list(self.block2.parameters())]
+
+
+class FakeDataset:
+    """Duck-typed ECGDataset: store, records, lead_names, fs, normalization, targets, indices.
+
+    Records which folds the protocols read targets of (`target_folds`).
+    """
+
+    def __init__(self, n_per_fold: int = 24, seed: int = 0, shuffle_test_labels: bool = False):
+        rng = np.random.default_rng(seed)
+        n = 10 * n_per_fold
+        self.fold = np.repeat(np.arange(1, 11), n_per_fold)
+        y = (rng.random((n, len(FREQS))) < 0.4).astype(np.float32)
+        y[y.sum(axis=1) == 0, rng.integers(0, len(FREQS))] = 1
+        t = np.arange(LENGTH) / FS
+        signals = []
+        for i in range(n):
+            s = 0.1 * rng.normal(size=(len(LEADS), LENGTH))
+            for c, f in enumerate(FREQS):
+                if y[i, c]:
+                    s += (
+                        0.5
+                        * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))[None, :]
+                        * rng.uniform(0.5, 1.5, (len(LEADS), 1))
+                    )
+            signals.append(s.astype(np.float32))
+        if shuffle_test_labels:
+            test = np.flatnonzero(self.fold == 10)
+            y[test] = y[rng.permutation(test)]
+        self.y = y
+        self.store = SignalStore.from_signals(signals, LEADS, FS)
+        self.records = pd.DataFrame({"record_id": [f"r{i}" for i in range(n)], "fold": self.fold})
+        self.lead_names = LEADS
+        self.fs = FS
+        train = np.concatenate([s for s, f in zip(signals, self.fold) if f <= 8], axis=1)
+        self.normalization = (train.mean(axis=1), train.std(axis=1))
+        self.target_folds: list[set[int]] = []
+
+    def indices(self, folds: list[int]) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.fold, folds))
+
+    def targets(self, label_set: str, indices: np.ndarray) -> np.ndarray:
+        self.target_folds.append(set(self.fold[indices].tolist()))
+        return self.y[indices]
+
+    def label_vocabulary(self, label_set: str) -> list[str]:
+        return [f"f{f:g}" for f in FREQS]
+
+
+DATA = DataConfig(window=WINDOW, eval_stride=STRIDE, label_set="freq")
+
+
+def _cfg(**kw: Any) -> EvalConfig:
+    base = dict(
+        batch_size=32,
+        linear_epochs=10,
+        linear_lr=3e-2,
+        finetune_epochs=4,
+        finetune_lr=3e-3,
+        finetune_head_epochs=0,
+        bootstrap=50,
+        probe_epochs=5,
+        noise_levels=["L1", "L2", "L3", "L4", "L5", "L6"],
+    )
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def _encoder(seed: int = 0) -> TinyEncoder:
+    torch.manual_seed(seed)
+    return TinyEncoder()
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), f"{k} changed"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Any:
+    # Tiny convolutions: intra-op threads only contend on the 2 shared cores (30x slower under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> FakeDataset:
+    return FakeDataset()
+
+
+@pytest.fixture(scope="module")
+def linear_result(dataset: FakeDataset) -> tuple[TinyEncoder, dict[str, torch.Tensor], ProtocolResult]:
+    encoder = _encoder()
+    encoder.train()  # a training-mode encoder must still be evaluated frozen
+    before = _state(encoder)
+    result = linear(encoder, dataset, label_set="freq", eval_cfg=_cfg(), data_cfg=DATA, seed=0)
+    return encoder, before, result
+
+
+# --- linear ------------------------------------------------------------------------------------------
+
+
+def test_linear_leaves_every_encoder_parameter_and_buffer_bit_identical(linear_result: Any) -> None:
+    encoder, before, result = linear_result
+    trained = result.model
+    assert isinstance(trained, Classifier)
+    # The evaluated copy (what the head was trained on) kept weights AND BN running statistics.
+    _assert_bit_identical(before, _state(trained.encoder))
+    assert not any(p.requires_grad for p in trained.encoder.parameters())
+    # The caller's encoder is untouched (weights, flags).
+    _assert_bit_identical(before, _state(encoder))
+    assert encoder.training and all(p.requires_grad for p in encoder.parameters())
+    # ...while the head did learn.
+    assert trained.head.weight.abs().sum() > 0
+
+
+def test_linear_scores_well_above_chance(linear_result: Any) -> None:
+    _, _, result = linear_result
+    assert result.test_auc > 0.8 and result.val_auc > 0.8
+    assert result.n_classes == 3 and list(result.per_class) == ["f3", "f8", "f17"]
+    assert (result.n_train, result.n_val, result.n_test) == (192, 24, 24)
+    low, high = result.test_ci
+    assert low <= result.test_auc <= high
+    assert [h["epoch"] for h in result.history] == list(range(1, 11))
+    best = max(result.history, key=lambda h: h["val_auc"])
+    assert result.selected_epoch == best["epoch"] and result.val_auc == best["val_auc"]
+
+
+def test_test_auc_is_the_record_level_macro_auc_of_the_selected_model(
+    dataset: FakeDataset, linear_result: Any
+) -> None:
+    _, _, result = linear_result
+    task = runner.task_for(None, dataset, "freq", DATA, "cpu")
+    scores = runner.predict_records(result.model, task, task.test)
+    assert macro_auc(task.y_test, scores)[0] == pytest.approx(result.test_auc, abs=1e-12)
+
+
+def test_fold_10_labels_do_not_influence_selection(dataset: FakeDataset, linear_result: Any) -> None:
+    _, _, clean = linear_result
+    shuffled = FakeDataset(shuffle_test_labels=True)
+    other = linear(_encoder(), shuffled, label_set="freq", eval_cfg=_cfg(), data_cfg=DATA, seed=0)
+    assert other.history == clean.history
+    assert other.selected_epoch == clean.selected_epoch and other.val_auc == clean.val_auc
+    assert other.test_auc != clean.test_auc  # fold 10 was scored, with its own (shuffled) labels
+
+
+def test_test_fold_is_scored_exactly_once(dataset: FakeDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    test_rows = dataset.indices([10])
+    calls: list[str] = []
+    real = runner.predict_records
+
+    def counting(model: nn.Module, task: Any, rows: np.ndarray, **kw: Any) -> np.ndarray:
+        calls.append("test" if np.array_equal(rows, test_rows) else "other")
+        return real(model, task, rows, **kw)
+
+    monkeypatch.setattr(runner, "predict_records", counting)
+    monkeypatch.setattr("ecg_tune.evaluate.heads.predict_records", counting)
+    finetune(
+        _encoder(),
+        dataset,
+        label_set="freq",
+        eval_cfg=_cfg(finetune_head_epochs=2, finetune_epochs=2),
+        data_cfg=DATA,
+    )
+    assert calls.count("test") == 1 and calls[-1] == "test"  # once, after all validation epochs
+    assert calls.count("other") == 4
+
+
+def test_max_aggregation_and_normalisation_run(dataset: FakeDataset) -> None:
+    cfg = DataConfig(window=WINDOW, eval_stride=STRIDE, label_set="freq", aggregate="max", normalize=True)
+    result = linear(_encoder(), dataset, eval_cfg=_cfg(linear_epochs=2), data_cfg=cfg)
+    assert result.settings["aggregate"] == "max" and result.settings["normalized"]
+    mean, std = dataset.normalization
+    torch.testing.assert_close(
+        result.model.normalize.mean.flatten(), torch.as_tensor(mean, dtype=torch.float32)
+    )
+    torch.testing.assert_close(
+        result.model.normalize.std.flatten(), torch.as_tensor(std, dtype=torch.float32)
+    )
+
+
+# --- finetune, supervised, random --------------------------------------------------------------------
+
+
+def test_discriminative_learning_rates() -> None:
+    model = Classifier(_encoder(), 3, None, 2)
+    groups = discriminative_groups(model, 1e-2, 0.25)
+    assert [g["name"] for g in groups] == ["head", "encoder[1]", "encoder[0]"]
+    assert [g["lr"] for g in groups] == pytest.approx([1e-2, 1e-2 / 4, 1e-2 / 16])
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.encoder.block2.parameters()}
+    flat = discriminative_groups(model, 1e-3, 1.0)
+    assert all(g["lr"] == 1e-3 for g in flat)
+    covered = sum(len(g["params"]) for g in flat)
+    assert covered == len(list(model.parameters()))
+    with pytest.raises(ConfigError):
+        discriminative_groups(model, 1e-3, 0.0)
+
+
+def test_finetune_learns_updates_the_encoder_and_keeps_the_callers(dataset: FakeDataset) -> None:
+    encoder = _encoder()
+    before = _state(encoder)
+    result = finetune(
+        encoder, dataset, label_set="freq", eval_cfg=_cfg(finetune_head_epochs=2), data_cfg=DATA
+    )
+    assert result.test_auc > 0.8
+    assert [h["phase"] for h in result.history] == ["head"] * 2 + ["finetune"] * 4
+    assert [h["epoch"] for h in result.history] == list(range(1, 7))
+    assert result.selected_epoch >= 3  # selection over the full-finetuning phase
+    _assert_bit_identical(before, _state(encoder))
+    changed = [k for k, v in _state(result.model.encoder).items() if not torch.equal(v, before[k])]
+    assert any("running_mean" in k for k in changed) and any("weight" in k for k in changed)
+    assert result.settings["discriminative_factor"] == 0.25 and result.settings["head_epochs"] == 2
+
+
+def test_supervised_and_random_build_fresh_encoders(dataset: FakeDataset) -> None:
+    params = {"width": 8, "expansion": 2}
+    cfg = _cfg(finetune_epochs=2, linear_epochs=2, finetune_head_epochs=3)
+    sup = supervised("xresnet1d50", params, dataset, label_set="freq", eval_cfg=cfg, data_cfg=DATA)
+    assert sup.protocol == "supervised" and sup.settings["encoder"] == "xresnet1d50"
+    assert sup.settings["discriminative_factor"] == 1.0 and sup.settings["head_epochs"] == 0
+    assert [h["phase"] for h in sup.history] == ["finetune"] * 2
+    rnd = random("xresnet1d50", params, dataset, label_set="freq", eval_cfg=cfg, data_cfg=DATA)
+    assert rnd.protocol == "random" and [h["phase"] for h in rnd.history] == ["linear"] * 2
+    again = random("xresnet1d50", params, dataset, label_set="freq", eval_cfg=cfg, data_cfg=DATA)
+    assert again.history == rnd.history  # seeded initialisation
+    # An encoder instance is re-initialised (a copy), never used with its weights.
+    enc = _encoder(3)
+    before = _state(enc)
+    from_instance = random(enc, None, dataset, label_set="freq", eval_cfg=cfg, data_cfg=DATA)
+    _assert_bit_identical(before, _state(enc))
+    assert not torch.equal(from_instance.model.encoder.block1[0].weight, enc.block1[0].weight)
+
+
+# --- curves ------------------------------------------------------------------------------------------
+
+
+def test_label_efficiency_one_point_per_fold_count(dataset: FakeDataset) -> None:
+    curve = label_efficiency(
+        _encoder(),
+        dataset,
+        label_set="freq",
+        eval_cfg=_cfg(linear_epochs=3),
+        data_cfg=DATA,
+        folds_list=[1, 2, 8],
+    )
+    assert isinstance(curve, CurveResult) and curve.x_name == "train_folds"
+    assert [p.x for p in curve.points] == [1, 2, 8]
+    assert [p.n_train for p in curve.points] == [24, 48, 192]
+    assert curve.n_val == 24 and curve.n_test == 24
+    assert all(p.test_auc > 0.5 for p in curve.points)
+
+
+def test_label_efficiency_fractions_are_nested_and_seeded(dataset: FakeDataset) -> None:
+    task = runner.task_for(None, dataset, "freq", DATA, "cpu")
+    from ecg_tune.evaluate.curves import train_subsets
+
+    subsets = train_subsets(task, dataset, None, [0.1, 0.5, 1.0], seed=4)
+    sizes = [len(p) for _, p in subsets]
+    assert sizes == [19, 96, 192]
+    assert set(subsets[0][1]) <= set(subsets[1][1]) <= set(subsets[2][1])
+    again = train_subsets(task, dataset, None, [0.1], seed=4)
+    np.testing.assert_array_equal(again[0][1], subsets[0][1])
+    curve = label_efficiency(
+        _encoder(),
+        dataset,
+        label_set="freq",
+        eval_cfg=_cfg(linear_epochs=2),
+        data_cfg=DATA,
+        fractions=[0.25, 1.0],
+    )
+    assert curve.x_name == "train_fraction" and [p.n_train for p in curve.points] == [48, 192]
+
+
+def test_noise_robustness_curve_decreases(dataset: FakeDataset, linear_result: Any) -> None:
+    _, _, trained = linear_result
+    curve = noise_robustness(trained, dataset, label_set="freq", eval_cfg=_cfg(), data_cfg=DATA, seed=0)
+    assert [p.x for p in curve.points] == ["L0", "L1", "L2", "L3", "L4", "L5", "L6"]
+    aucs = np.array([p.test_auc for p in curve.points])
+    assert aucs[0] == pytest.approx(trained.test_auc, abs=1e-12)  # L0 = the clean model's test AUC
+    assert aucs[0] - aucs[-1] > 0.1
+    assert np.corrcoef(np.arange(7), aucs)[0, 1] < -0.7  # generally decreasing
+    assert all(p.selected_epoch == trained.selected_epoch for p in curve.points)
+    assert curve.settings["noise_levels"]["L6"] == [0.3, 2.0, 0.5, 3.0]
+    # Seeded noise: the same call gives the same curve.
+    again = noise_robustness(
+        trained, dataset, label_set="freq", eval_cfg=_cfg(), data_cfg=DATA, seed=0, levels=["L3"]
+    )
+    assert again.points[1].test_auc == pytest.approx(curve.points[3].test_auc, abs=1e-12)
+
+
+def test_noise_robustness_trains_once_from_an_encoder(dataset: FakeDataset) -> None:
+    curve = noise_robustness(
+        _encoder(), dataset, label_set="freq", eval_cfg=_cfg(linear_epochs=2), data_cfg=DATA, levels=["L6"]
+    )
+    assert [p.x for p in curve.points] == ["L0", "L6"] and curve.model is not None
+    with pytest.raises(ConfigError):
+        noise_robustness(_encoder(), dataset, label_set="freq", eval_cfg=_cfg(), data_cfg=DATA, levels=["L9"])
+
+
+# --- quick probe -------------------------------------------------------------------------------------
+
+
+def test_quick_probe_scores_fold_9_without_touching_fold_10_or_the_encoder() -> None:
+    data = FakeDataset()
+    encoder = _encoder()
+    encoder.train()
+    before = _state(encoder)
+    auc = quick_probe(encoder, data, label_set="freq", data_cfg=DATA, eval_cfg=_cfg(), seed=0)
+    assert 0.8 < auc <= 1.0
+    assert all(10 not in folds for folds in data.target_folds)
+    _assert_bit_identical(before, _state(encoder))
+    assert encoder.training and all(m.training for m in encoder.modules())
+    assert all(p.requires_grad for p in encoder.parameters())
+    assert quick_probe(encoder, data, label_set="freq", data_cfg=DATA, eval_cfg=_cfg(), seed=0) == auc
+    capped = quick_probe(
+        encoder, data, label_set="freq", data_cfg=DATA, eval_cfg=_cfg(), seed=0, max_records=40
+    )
+    assert 0.5 < capped <= 1.0
+
+
+# --- results, dispatch, checkpoint checks ------------------------------------------------------------
+
+
+def test_result_json_and_table(linear_result: Any, tmp_path: Any) -> None:
+    _, _, result = linear_result
+    path = result.save(tmp_path / "out" / "linear.json")
+    data = json.loads(path.read_text())
+    assert data["protocol"] == "linear" and "model" not in data
+    assert data["test_auc"] == pytest.approx(result.test_auc)
+    assert data["test_ci"] == list(result.test_ci) and set(data["per_class"]) == {"f3", "f8", "f17"}
+    assert data["history"][0].keys() == {"epoch", "phase", "train_loss", "val_auc"}
+    table = format_result(result)
+    assert f"{result.test_auc:.4f}" in table and "selected epoch" in table
+
+
+def test_run_protocol_dispatch(dataset: FakeDataset) -> None:
+    cfg = _cfg(linear_epochs=1, label_folds=[1, 8], noise_levels=["L2"])
+    assert (
+        run_protocol(
+            "linear",
+            checkpoint_or_encoder=_encoder(),
+            dataset=dataset,
+            label_set="freq",
+            eval_cfg=cfg,
+            data_cfg=DATA,
+        ).protocol
+        == "linear"
+    )
+    curve = run_protocol(
+        "label-efficiency",
+        checkpoint_or_encoder=_encoder(),
+        dataset=dataset,
+        label_set="freq",
+        eval_cfg=cfg,
+        data_cfg=DATA,
+    )
+    assert [p.x for p in curve.points] == [1, 8]
+    noise = run_protocol(
+        "noise",
+        checkpoint_or_encoder=_encoder(),
+        dataset=dataset,
+        label_set="freq",
+        eval_cfg=cfg,
+        data_cfg=DATA,
+    )
+    assert [p.x for p in noise.points] == ["L0", "L2"]
+    assert "L2" in format_result(noise)
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        run_protocol(
+            "knn", checkpoint_or_encoder=_encoder(), dataset=dataset, label_set="freq", data_cfg=DATA
+        )
+
+
+class _StubCheckpoint:
+    def __init__(self, fs: float, leads: list[str], normalization: Any = None):
+        self.header = {
+            "encoder": {"name": "tiny", "params": {}},
+            "preprocessing": {
+                "fs": fs,
+                "window": WINDOW,
+                "lead_names": leads,
+                "normalization": normalization,
+            },
+        }
+
+    def build_encoder(self) -> TinyEncoder:
+        return TinyEncoder(n_leads=len(self.header["preprocessing"]["lead_names"]))
+
+
+def test_checkpoint_preprocessing_must_match_the_dataset(dataset: FakeDataset) -> None:
+    cfg = _cfg(linear_epochs=1)
+    with pytest.raises(CheckpointError, match="500 Hz"):
+        linear(_StubCheckpoint(500.0, list(LEADS)), dataset, label_set="freq", eval_cfg=cfg, data_cfg=DATA)
+    with pytest.raises(CheckpointError, match="lacks V1"):
+        linear(_StubCheckpoint(FS, ["I", "V1"]), dataset, label_set="freq", eval_cfg=cfg, data_cfg=DATA)
+    # A lead subset in the checkpoint's order, with its normalisation (whatever data.normalize says).
+    stub = _StubCheckpoint(FS, ["II"], {"mean": [0.5], "std": [2.0]})
+    result = linear(stub, dataset, label_set="freq", eval_cfg=cfg, data_cfg=DATA)
+    assert result.settings["leads"] == ["II"] and result.settings["normalized"]
+    assert result.model.normalize.std.item() == 2.0
+
+
+def test_data_leads_subset_and_unknown_lead(dataset: FakeDataset) -> None:
+    cfg = DataConfig(window=WINDOW, eval_stride=STRIDE, label_set="freq", leads="II")
+    result = linear(TinyEncoder(n_leads=1), dataset, eval_cfg=_cfg(linear_epochs=1), data_cfg=cfg)
+    assert result.settings["leads"] == ["II"]
+    with pytest.raises(ConfigError, match="data.leads"):
+        linear(_encoder(), dataset, eval_cfg=_cfg(linear_epochs=1), data_cfg=cfg)  # 2-lead encoder, 1 lead
+    bad = DataConfig(window=WINDOW, eval_stride=STRIDE, label_set="freq", leads="V7")
+    with pytest.raises(ConfigError, match="unknown lead"):
+        linear(TinyEncoder(n_leads=1), dataset, eval_cfg=_cfg(linear_epochs=1), data_cfg=bad)

@@ -1,0 +1,113 @@
+"""The MLflow tracking callback against a real sqlite store: one run per trial, resumable, never fatal."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from ecg_tune.tune.tracking import MLflowTracking, end_orphans, ensure_experiment, find_runs, numeric_metrics
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict = field(default_factory=dict)
+    last_result: dict = field(default_factory=dict)
+    error_file: str | None = None
+
+
+def make(tmp_path: Path) -> tuple[MlflowClient, MLflowTracking, str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = ensure_experiment(client, "sweep-a")
+    parent = client.create_run(exp, tags={"ecg_tune.role": "sweep", "ecg_tune.sweep": "sweep-a"})
+    cb = MLflowTracking(uri, exp, parent.info.run_id, "sweep-a")
+    cb.setup()
+    return client, cb, exp
+
+
+def trial_runs(client: MlflowClient, exp: str) -> list:
+    return find_runs(client, exp, ecg_tune__role="trial")
+
+
+def test_numeric_metrics_filters_ray_keys() -> None:
+    result = {"probe_auc": 0.7, "loss": float("nan"), "done": True, "pid": 5, "epoch": 2, "config/x": 1, "name": "a"}
+    assert numeric_metrics(result) == {"probe_auc": 0.7, "epoch": 2.0}
+
+
+def test_runs_params_metrics_and_end_states(tmp_path: Path) -> None:
+    client, cb, exp = make(tmp_path)
+    ok = FakeTrial("t1", {"method.name": "simclr", "optim.lr": 0.001, "augment.pipeline?timeout": True})
+    bad = FakeTrial("t2", {"method.name": "byol"})
+    diverged = FakeTrial("t3", {"method.name": "swav"})
+    for t in (ok, bad, diverged):
+        cb.on_trial_start(0, [], t)
+    for epoch in (1, 2, 3):
+        cb.on_trial_result(0, [], ok, {"epoch": epoch, "probe_auc": 0.5 + epoch / 10, "loss": 3.0 - epoch})
+    ok.last_result = {"epoch": 3, "probe_auc": 0.8}
+    cb.on_trial_complete(0, [], ok)
+    cb.on_trial_error(0, [], bad)
+    diverged.last_result = {"epoch": 1, "failure_reason": "non-finite loss nan at epoch 1 step 3"}
+    cb.on_trial_complete(0, [], diverged)
+    cb.on_experiment_end([])
+
+    runs = {r.data.tags["ecg_tune.trial_id"]: r for r in trial_runs(client, exp)}
+    assert set(runs) == {"t1", "t2", "t3"}
+    r1 = runs["t1"]
+    assert r1.info.status == "FINISHED"
+    assert r1.data.params == {"method.name": "simclr", "optim.lr": "0.001"}  # subset switches dropped
+    history = client.get_metric_history(r1.info.run_id, "probe_auc")
+    assert [(m.step, round(m.value, 6)) for m in sorted(history, key=lambda m: m.step)] == [(1, 0.6), (2, 0.7), (3, 0.8)]
+    assert r1.data.tags["mlflow.parentRunId"] == cb.parent_run_id
+    assert runs["t2"].info.status == "FAILED" and runs["t2"].data.tags["ecg_tune.state"] == "error"
+    assert runs["t3"].info.status == "FAILED"
+    assert runs["t3"].data.tags["ecg_tune.failure_reason"].startswith("non-finite loss")
+
+
+def test_resume_reuses_the_trials_run(tmp_path: Path) -> None:
+    client, cb, exp = make(tmp_path)
+    t = FakeTrial("t1", {"seed": 0})
+    cb.on_trial_start(0, [], t)
+    cb.on_trial_result(0, [], t, {"epoch": 1, "probe_auc": 0.6})
+    cb.flush()
+    state = cb.get_state()
+
+    # A resumed driver: the callback comes back unpickled (no thread), with its saved state...
+    again = pickle.loads(pickle.dumps(cb))
+    again.set_state(state)
+    again.on_trial_restore(0, [], t)
+    again.on_trial_result(0, [], t, {"epoch": 2, "probe_auc": 0.7})
+    t.last_result = {"epoch": 2}
+    again.on_trial_complete(0, [], t)
+    again.flush()
+    # ...or with no state at all: it finds the run again by its trial tag.
+    fresh = MLflowTracking(cb.tracking_uri, exp, cb.parent_run_id, "sweep-a")
+    assert fresh._attach(t) == state["trial_runs"]["t1"]
+    fresh.flush()
+    runs = trial_runs(client, exp)
+    assert len(runs) == 1
+    steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "probe_auc"))
+    assert steps == [1, 2]
+
+
+def test_unreachable_server_never_raises(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    cb = MLflowTracking("http://127.0.0.1:9", "0", "parent", "sweep-a")
+    cb.worker._backoff_s = 0.05
+    cb.trial_runs["t1"] = "run-1"  # known run: no synchronous call needed
+    t = FakeTrial("t1")
+    cb.on_trial_result(0, [], t, {"epoch": 1, "probe_auc": 0.5})
+    cb.on_trial_complete(0, [], t)
+    assert cb.flush(timeout_s=3.0) is False  # still pending (kept for a retry), nothing raised
+    assert cb.worker.failures >= 1
+
+
+def test_orphaned_running_runs_are_marked_killed(tmp_path: Path) -> None:
+    client, cb, exp = make(tmp_path)
+    run = client.create_run(exp, tags={"ecg_tune.sweep": "sweep-a", "ecg_tune.role": "trial", "ecg_tune.trial_id": "x"})
+    assert end_orphans(client, exp, "sweep-a") == 2  # the orphan trial run and the still-open parent
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
