@@ -3,7 +3,10 @@
 The numpy side implements the same transforms the way a per-sample dataset transform would (one
 window at a time, numpy vectorised inside a window, like the reference's Dataset transforms).
 
-    .venv/bin/python bench/bench_augment.py [--batch 1024] [--device cpu|cuda] [--repeats 5]
+    .venv/bin/python bench/bench_augment.py [--batch 1024] [--device cpu|cuda] [--threads N]
+
+Timings are the best of a few repeats (wall clock); on a shared machine, other processes' load
+lowers both columns, multi-threaded torch most (run with --threads 1 to compare single cores).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -117,7 +121,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--numpy-repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -127,20 +134,28 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     cases = [
-        ("random_resized_crop + timeout", build_pipeline(["random_resized_crop", "timeout"], None, FS),
-         np_loop([np_random_resized_crop, np_timeout])),
-        ("physiological noise (bw, pl, em, bs; L2)", physiological_noise(L2, FS),
-         np_loop([np_baseline_wander, np_powerline, np_em, np_baseline_shift])),
+        (
+            "random_resized_crop + timeout",
+            build_pipeline(["random_resized_crop", "timeout"], None, FS),
+            np_loop([np_random_resized_crop, np_timeout]),
+        ),
+        (
+            "physiological noise (bw, pl, em, bs; L2)",
+            physiological_noise(L2, FS),
+            np_loop([np_baseline_wander, np_powerline, np_em, np_baseline_shift]),
+        ),
     ]
-    print(f"batch {args.batch} x {args.leads} leads x {args.length} samples, device {device}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    header = f"| pipeline | torch windows/s | numpy loop windows/s | ratio |"
+    print(
+        f"batch {args.batch} x {args.leads} leads x {args.length} samples, device {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    header = "| pipeline | torch windows/s | numpy loop windows/s | ratio |"
     print(header)
     print("|---|---:|---:|---:|")
     for label, pipe, loop in cases:
         with torch.no_grad():
-            t_torch = best_seconds(lambda: pipe(x, gen), args.repeats, sync)
-        t_np = best_seconds(lambda: loop(x_np, rng), args.numpy_repeats, lambda: None)
+            t_torch = best_seconds(partial(pipe, x, gen), args.repeats, sync)
+        t_np = best_seconds(partial(loop, x_np, rng), args.numpy_repeats, lambda: None)
         w_torch, w_np = args.batch / t_torch, args.batch / t_np
         print(f"| {label} | {w_torch:,.0f} | {w_np:,.0f} | {w_torch / w_np:.1f}x |")
 

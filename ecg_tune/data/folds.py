@@ -7,8 +7,9 @@ stratification of multi-label data", applied to groups:
 
 1. each fold wants n/k records and, for each label, count(label)/k records carrying it;
 2. repeatedly take the label with the fewest records not yet placed; place each unplaced group
-   carrying it (largest first) in the fold that still wants that label most, ties broken by the
-   fold that wants the most records, then at random;
+   carrying it (largest first) in the fold that still wants that label most, among the folds with
+   room for the group (≥ half its size still wanted), ties broken by the fold that wants the most
+   records, then at random;
 3. unlabelled groups go, largest first, to the fold that wants the most records.
 
 Deterministic for a given input order and seed.
@@ -83,8 +84,12 @@ def assign_folds(
             want_label[fold, j] -= c
             remaining[j] -= c
 
-    def best(scores: list[np.ndarray]) -> int:
-        candidates = np.arange(n_folds)
+    def best(g: int, scores: list[np.ndarray]) -> int:
+        # Only folds with room for (about) the whole group, so that big patients cannot pile up in
+        # one fold; if none has room, all folds compete.
+        candidates = np.nonzero(want_size >= sizes[g] / 2)[0]
+        if len(candidates) == 0:
+            candidates = np.arange(n_folds)
         for s in scores:
             top = s[candidates].max()
             candidates = candidates[np.isclose(s[candidates], top)]
@@ -101,12 +106,12 @@ def assign_folds(
         todo = [g for g in carriers[j] if fold_of_group[g] < 0]
         todo.sort(key=lambda g: (-sizes[g], rank[g]))
         for g in todo:
-            place(g, best([want_label[:, j], want_size]))
+            place(g, best(g, [want_label[:, j], want_size]))
 
     rest = [g for g in range(len(members)) if fold_of_group[g] < 0]
     rest.sort(key=lambda g: (-sizes[g], rank[g]))
     for g in rest:
-        place(g, best([want_size]))
+        place(g, best(g, [want_size]))
 
     folds = np.empty(n, dtype=np.int8)
     for g, m in enumerate(members):

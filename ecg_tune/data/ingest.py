@@ -78,21 +78,32 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
         raise RecordError(path, f"missing lead(s) {', '.join(missing)} (has {', '.join(names)})")
     if signal.shape[1] == 0:
         raise RecordError(path, "record has no samples")
+    if record.fold is not None and not (isinstance(record.fold, int | np.integer) and 1 <= record.fold <= 10):
+        raise RecordError(path, f"fold {record.fold!r} is not 1-10")
     rows = [names.index(lead) for lead in target.lead_names]
-    x = signal[rows].astype(np.float64) * signs[rows, None]
-    bad = ~np.isfinite(x)
-    if bad.any():
-        leads = [target.lead_names[i] for i in np.nonzero(bad.any(axis=1))[0]]
+    x = np.asarray(signal[rows], dtype=np.float64)
+    if (signs[rows] < 0).any():
+        x *= signs[rows, None]
+    if not np.isfinite(x).all():
+        leads = [target.lead_names[i] for i in np.nonzero(~np.isfinite(x).all(axis=1))[0]]
         raise RecordError(path, f"NaN or infinite samples in lead(s) {', '.join(leads)}")
     x = resample(x, fs, target.fs)
     if x.shape[1] == 0:
         raise RecordError(path, f"record of {signal.shape[1]} samples at {fs:g} Hz is too short for {target.fs:g} Hz")
     q = np.rint(x * target.units_per_mv)
-    clipped = int(np.count_nonzero((q < -32768) | (q > 32767)))
-    data = np.ascontiguousarray(np.clip(q, -32768, 32767).astype("<i2").T)
-    if record.fold is not None and not (isinstance(record.fold, int | np.integer) and 1 <= record.fold <= 10):
-        raise RecordError(path, f"fold {record.fold!r} is not 1-10")
-    wide = data.astype(np.int64)
+    clipped = 0
+    if q.min() < -32768 or q.max() > 32767:
+        clipped = int(np.count_nonzero((q < -32768) | (q > 32767)))
+        np.clip(q, -32768, 32767, out=q)
+    # Statistics on the lead-major float copy (contiguous rows are fast); the sums are integers, exact
+    # in float64 up to 2**53, i.e. for records below ~8 million samples per lead.
+    if q.shape[1] * 32768.0**2 < 2.0**53:
+        sums, squares = q.sum(axis=1), np.einsum("ij,ij->i", q, q)
+    else:
+        wide = q.astype(np.int64)
+        sums, squares = wide.sum(axis=1), (wide * wide).sum(axis=1)
+    flat = int(np.count_nonzero(q.max(axis=1) == q.min(axis=1)))
+    data = q.astype("<i2").T.copy()  # time-major (n_samples, leads), C order
     row = {
         "record_id": str(record.record_id),
         "source": str(record.source),
@@ -106,9 +117,9 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
         "sex": record.sex if record.sex in ("M", "F") else None,
         "labels": _labels(record.labels, path),
         "clipped": clipped,
-        "flat": int(np.count_nonzero(data.max(axis=0) == data.min(axis=0))),
-        "sum": wide.sum(axis=0).tolist(),
-        "sumsq": (wide * wide).sum(axis=0).tolist(),
+        "flat": flat,
+        "sum": [int(v) for v in sums],
+        "sumsq": [int(v) for v in squares],
     }
     return row, data
 
@@ -303,6 +314,8 @@ class _Runner:
                 yield task, fn(task)
             return
         if self._pool is None:
+            import scipy.signal  # noqa: F401  (forked workers inherit it instead of each importing it, ~1-3 s)
+
             self._pool = ProcessPoolExecutor(max_workers=self.workers)
         pending: dict[Future, Any] = {}
         queue = list(tasks)
@@ -508,8 +521,19 @@ def _load_rows(journal: Journal, pieces: list[int]) -> tuple[list[list[dict]], l
 
 
 def _fill_folds(rows: list[list[dict]], label_set: str | None, seed: int) -> None:
-    """Give every row without a source fold one of 10 stratified, patient-grouped folds (in place)."""
-    todo = [r for shard_rows in rows for r in shard_rows if r["fold"] is None]
+    """Give every row without a source fold one of 10 stratified, patient-grouped folds (in place).
+
+    A patient who already has a fold from the source keeps all their records in it.
+    """
+    flat = [r for shard_rows in rows for r in shard_rows]
+    known = {r["patient_id"]: r["fold"] for r in flat if r["fold"] is not None and r["patient_id"] is not None}
+    todo = []
+    for r in flat:
+        if r["fold"] is None:
+            if r["patient_id"] in known:
+                r["fold"] = known[r["patient_id"]]
+            else:
+                todo.append(r)
     if not todo:
         return
     folds = assign_folds(

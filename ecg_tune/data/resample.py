@@ -12,7 +12,6 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
 
 _MAX_DENOMINATOR = 1000  # rates are given to 3 decimals at most in any corpus we read
 
@@ -37,6 +36,8 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     signal = np.asarray(signal, dtype=np.float64)
     if fs_in == fs_out:
         return signal
+    from scipy.signal import resample_poly  # slow to import (~1 s); only ingest of other rates needs it
+
     up, down = rational_factor(fs_in, fs_out)
     n_out = resampled_length(signal.shape[-1], fs_in, fs_out)
     # padtype="line": extrapolate linearly instead of zero padding, so a lead with a DC offset or

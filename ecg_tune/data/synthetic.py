@@ -77,6 +77,9 @@ SUPERCLASS: dict[str, str] = {
 SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 
 _L = {name: j for j, name in enumerate(LABELS)}
+ST_CODES: tuple[str, ...] = ("STE_INF", "STE_ANT", "STE_LAT", "STD_ANT", "STD_LAT")
+SINUS, SBRAD, STACH, AFIB = 0, 1, 2, 3  # Cohort.rhythm values
+MISSED_CODE_RATE = 0.03  # share of present codes the annotator leaves out
 
 # Dower's inverse transform, Frank X/Y/Z (mV) → I, II, V1..V6 (Dower et al. 1988).
 DOWER = np.array([
@@ -115,7 +118,7 @@ _R_PRIME = _unit(-0.45, 0.1, -0.85)  # CRBBB: late right-ventricular activation 
 _LB_1, _LB_2 = _unit(0.55, 0.2, 0.8), _unit(0.8, 0.15, 0.55)  # CLBBB: slow leftward-posterior activation
 _T_NORM = _unit(0.6, 0.5, -0.25)
 _T_LBBB = _unit(-0.6, -0.2, -0.7)  # discordant to the CLBBB QRS
-_ST_DIR = {
+_ST_DIR = {  # injury-current directions, keyed by ST_CODES
     "STE_INF": _unit(-0.2, 1.0, 0.05), "STE_ANT": _unit(0.1, 0.0, -1.0), "STE_LAT": _unit(1.0, -0.4, 0.2),
     "STD_ANT": _unit(0.0, -0.1, 1.0), "STD_LAT": _unit(-1.0, -0.2, 0.1),
 }
@@ -129,9 +132,11 @@ class Cohort:
     patient: np.ndarray  # int64 (n,): patient index of each record
     age: np.ndarray  # float64 (n,), whole years
     male: np.ndarray  # bool (n,)
-    labels: np.ndarray  # bool (n, len(LABELS))
+    labels: np.ndarray  # bool (n, len(LABELS)): the codes as annotated (what the dataset carries)
+    rhythm: np.ndarray  # int8 (n,): SINUS, SBRAD, STACH or AFIB, the rhythm the signal follows
+    st_size: np.ndarray  # float64 (n, len(ST_CODES)): true injury-current size (mV), 0 = none
     fold: np.ndarray  # int64 (n,), 1..N_FOLDS
-    morph: dict[str, np.ndarray]  # per-patient morphology, first axis = patient
+    morph: dict[str, np.ndarray]  # per-patient heart, first axis = patient
 
 
 def label_lists(labels_row: np.ndarray) -> dict[str, list[str]]:
@@ -209,39 +214,51 @@ def make_cohort(n_records: int, seed: int) -> Cohort:
 
     p_age = np.clip(np.rint(rng.normal(60.0, 17.0, n_patients)), 18, 95)
     p_male = rng.random(n_patients) < 0.52
-    age = p_age[patient] + rng.integers(0, 4, n_records) * (np.bincount(patient, minlength=n_patients)[patient] > 1)
-    age_risk = np.exp(0.03 * (p_age - 60.0))  # conduction disease and AF grow with age
+    several = np.bincount(patient, minlength=n_patients)[patient] > 1
+    age = p_age[patient] + rng.integers(0, 4, n_records) * several
+    morph = _patient_morphology(rng, n_patients, p_age, p_male)
 
-    labels = np.zeros((n_records, len(LABELS)), dtype=bool)
-    # Chronic findings: per patient, present in every record of that patient.
-    u = rng.random(n_patients)
-    p_r, p_l = 0.05 * age_risk, 0.035 * age_risk
-    chronic = {
-        "CRBBB": u < p_r,
-        "CLBBB": (u >= p_r) & (u < p_r + p_l),
-        "1AVB": rng.random(n_patients) < 0.05 * age_risk,
-        "LVH": rng.random(n_patients) < 0.09 * np.where(p_male, 1.3, 0.7),
-    }
-    for code, on in chronic.items():
-        labels[:, _L[code]] = on[patient]
-    # Acute findings: per record.
-    rec_risk = age_risk[patient]
+    # Record-level truth: rhythm (AF grows with age) and ST injury currents per lead group.
     u = rng.random(n_records)
-    p_af, p_sb, p_st = 0.07 * rec_risk, 0.07, 0.06
-    labels[:, _L["AFIB"]] = u < p_af
-    labels[:, _L["SBRAD"]] = (u >= p_af) & (u < p_af + p_sb)
-    labels[:, _L["STACH"]] = (u >= p_af + p_sb) & (u < p_af + p_sb + p_st)
-    labels[:, _L["1AVB"]] &= ~labels[:, _L["AFIB"]]  # no P wave, no PR interval
-    labels[:, _L["STE_INF"]] = rng.random(n_records) < 0.05
-    for pos, neg, p_pos, p_neg in (("STE_ANT", "STD_ANT", 0.045, 0.035), ("STE_LAT", "STD_LAT", 0.035, 0.06)):
+    p_af = 0.07 * np.exp(0.03 * (p_age[patient] - 60.0))
+    rhythm = np.select([u < p_af, u < p_af + 0.07, u < p_af + 0.13], [AFIB, SBRAD, STACH], SINUS).astype(np.int8)
+    st_size = np.zeros((n_records, len(ST_CODES)))
+    for group, p_group in ((("STE_INF",), (0.065,)), (("STE_ANT", "STD_ANT"), (0.06, 0.045)),
+                           (("STE_LAT", "STD_LAT"), (0.045, 0.075))):
         u = rng.random(n_records)
-        labels[:, _L[pos]] = u < p_pos
-        labels[:, _L[neg]] = (u >= p_pos) & (u < p_pos + p_neg)
-    labels[:, _L["NORM"]] = ~labels.any(axis=1)
+        bounds = np.cumsum(p_group)
+        for j, code in enumerate(group):
+            hit = (u >= (bounds[j - 1] if j else 0.0)) & (u < bounds[j])
+            # From imperceptible to obvious; about a fifth stay below the reading threshold.
+            st_size[:, ST_CODES.index(code)] = hit * rng.uniform(0.0, 0.32, n_records)
 
+    labels = _annotate(rng, patient, rhythm, st_size, morph)
     fold = stratified_group_folds(labels, patient, rng, N_FOLDS)
-    morph = _patient_morphology(rng, n_patients, p_age, p_male, chronic)
-    return Cohort(patient, age.astype(np.float64), p_male[patient], labels, fold, morph)
+    return Cohort(patient, age.astype(np.float64), p_male[patient], labels, rhythm, st_size, fold, morph)
+
+
+def _annotate(rng: np.random.Generator, patient: np.ndarray, rhythm: np.ndarray, st_size: np.ndarray,
+              morph: dict[str, np.ndarray]) -> np.ndarray:
+    """The codes a cardiologist writes for each record: graded findings are read against clinical
+    thresholds with some measurement error (so records near a threshold go either way), and a few
+    codes are simply missed. This, not random label flips, is what keeps the task from being perfect."""
+    n = len(patient)
+    labels = np.zeros((n, len(LABELS)), dtype=bool)
+    labels[:, _L["SBRAD"]] = rhythm == SBRAD
+    labels[:, _L["STACH"]] = rhythm == STACH
+    labels[:, _L["AFIB"]] = rhythm == AFIB
+    pr = morph["pr"][patient] + rng.normal(0.0, 0.008, n)
+    labels[:, _L["1AVB"]] = (pr > 0.200) & (rhythm != AFIB)  # no P wave, no PR interval in AF
+    delay = morph["rbbb_delay"][patient]
+    labels[:, _L["CRBBB"]] = (delay > 0) & (delay + rng.normal(0.0, 0.004, n) >= 0.045)  # QRS >= ~120 ms
+    labels[:, _L["CLBBB"]] = morph["clbbb"][patient]
+    labels[:, _L["LVH"]] = morph["lvh_gain"][patient] > 1.0
+    for j, code in enumerate(ST_CODES):
+        seen = st_size[:, j] + rng.normal(0.0, 0.02, n)
+        labels[:, _L[code]] = (st_size[:, j] > 0) & (seen >= 0.07)
+    labels[:, 1:] &= rng.random((n, len(LABELS) - 1)) >= MISSED_CODE_RATE
+    labels[:, _L["NORM"]] = ~labels[:, 1:].any(axis=1)
+    return labels
 
 
 def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, rng: np.random.Generator, n_folds: int) -> np.ndarray:
@@ -278,25 +295,32 @@ def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, rng: np.rando
     return g_fold[groups] + 1
 
 
-def _patient_morphology(
-    rng: np.random.Generator, n: int, age: np.ndarray, male: np.ndarray, chronic: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    # Electrical axis and heart position: rotation about Z (frontal axis), Y (precordial transition), X.
+def _patient_morphology(rng: np.random.Generator, n: int, age: np.ndarray, male: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-patient heart: axis, voltages, durations and chronic conduction/hypertrophy substrate."""
+    # Electrical axis and heart position: rotation about X, Y (precordial transition), Z (frontal axis).
     ang = rng.normal(0.0, 1.0, (n, 3)) * np.radians([10.0, 20.0, 25.0])
     scale = np.exp(rng.normal(0.0, 0.25, n)) * np.where(male, 1.0, 0.85) * np.clip(1 - 0.004 * (age - 55), 0.75, 1.2)
+    risk = np.exp(0.03 * (age - 60.0))  # conduction disease grows with age
+    u = rng.random(n)
+    rbbb = u < 0.07 * risk
+    clbbb = (u >= 0.07 * risk) & (u < 0.105 * risk)
+    # Right-bundle delay of the late R' (s): incomplete forms (< ~45 ms) are not labelled CRBBB.
+    delay = np.where(rbbb, rng.uniform(0.02, 0.09, n), 0.0)
+    avb = rng.random(n) < 0.06 * risk
+    lvh = rng.random(n) < 0.10 * np.where(male, 1.3, 0.7)
+    lvh_gain = np.where(lvh, rng.uniform(1.15, 2.0, n), 1.0)  # overlaps the voltage range of normal hearts
     return {
         "rotation": _rotations(ang),
         "scale": scale,
         "wave_gain": np.exp(rng.normal(0.0, 0.15, (n, 5))),  # P, Q, R, S, T
         "qrs_width": np.clip(rng.normal(1.0, 0.08, n), 0.8, 1.2) * np.where(male, 1.0, 0.95),
-        "pr": np.where(chronic["1AVB"], rng.uniform(0.215, 0.34, n), rng.uniform(0.12, 0.19, n)),
+        "pr": np.where(avb, rng.uniform(0.18, 0.34, n), rng.uniform(0.12, 0.195, n)),
         "qtc": rng.normal(0.41, 0.015, n) + np.where(male, 0.0, 0.012),
-        "lvh_gain": np.where(chronic["LVH"], rng.uniform(1.35, 2.1, n), 1.0),
-        "lvh_strain": chronic["LVH"] & (rng.random(n) < 0.35),
-        "crbbb": chronic["CRBBB"],
-        "clbbb": chronic["CLBBB"],
-        "r_prime": rng.uniform(0.45, 0.9, n),
-        "r_prime_at": rng.uniform(0.10, 0.13, n),
+        "lvh_gain": lvh_gain,
+        "lvh_strain": (lvh_gain > 1.45) & (rng.random(n) < 0.5),
+        "rbbb_delay": delay,
+        "r_prime": rng.uniform(0.45, 0.9, n) * np.clip(delay / 0.06, 0.35, 1.0),
+        "clbbb": clbbb,
     }
 
 
@@ -321,18 +345,17 @@ def synthesize(
     """Signals of cohort records `rows` (one chunk) → float64 (B, 12, T) mV in DEFAULT_ORDER."""
     rng = np.random.default_rng([seed, 1, chunk_no])
     n_samples = int(round(duration_s * fs))
-    lab = cohort.labels[rows]
-    has = {code: lab[:, j] for code, j in _L.items()}
+    rhythm = cohort.rhythm[rows]
     m = {k: v[cohort.patient[rows]] for k, v in cohort.morph.items()}
     b = len(rows)
 
-    beats, rr_prev, beat_amp, f_resp, phi_resp = _beat_times(rng, has, b, duration_s)
+    beats, rr_prev, beat_amp, f_resp, phi_resp = _beat_times(rng, rhythm, duration_s)
     vcg = np.zeros((3, b, n_samples + 2 * _pad(fs)))
-    _add_waves(vcg, *_qrs_and_p(rng, m, has, beats, beat_amp), beats, fs)
-    _add_waves(vcg, *_st_and_t(rng, m, has, rr_prev, beat_amp), beats, fs)
+    _add_waves(vcg, *_qrs_and_p(rng, m, rhythm == AFIB, beats, beat_amp), beats, fs)
+    _add_waves(vcg, *_st_and_t(rng, m, cohort.st_size[rows], rr_prev, beat_amp), beats, fs)
     vcg = vcg[:, :, _pad(fs) : _pad(fs) + n_samples].transpose(1, 0, 2)  # (B, 3, T)
     t = np.arange(n_samples) / fs
-    _add_f_waves(rng, vcg, has["AFIB"], t)
+    _add_f_waves(rng, vcg, rhythm == AFIB, t)
 
     channels = np.einsum("lj,bjt->blt", DOWER, vcg)  # I, II, V1..V6
     # Amplifier gain and V-electrode placement differences, drawn before noise so that noise=False
@@ -369,18 +392,21 @@ def _pad(fs: float) -> int:
 _MIN_RR = 0.25
 
 
-def _beat_times(rng: np.random.Generator, has: dict[str, np.ndarray], b: int, duration_s: float):
+def _beat_times(rng: np.random.Generator, rhythm: np.ndarray, duration_s: float):
     """QRS onset times (B, K) (NaN where unused), previous RR (B, K), beat amplitude (B, K)."""
-    hr = np.clip(rng.normal(74.0, 9.0, b), 61.0, 99.0)
-    hr = np.where(has["SBRAD"], rng.uniform(38.0, 57.0, b), hr)
-    hr = np.where(has["STACH"], rng.uniform(102.0, 150.0, b), hr)
-    hr = np.where(has["AFIB"], rng.uniform(55.0, 140.0, b), hr)
+    b = len(rhythm)
+    # Rates keep a small gap to the 60/100 bpm limits so that a 10 s R-peak count agrees with the code.
+    hr = np.clip(rng.normal(74.0, 10.0, b), 61.0, 99.0)
+    hr = np.where(rhythm == SBRAD, rng.uniform(38.0, 58.0, b), hr)
+    hr = np.where(rhythm == STACH, rng.uniform(102.0, 150.0, b), hr)
+    hr = np.where(rhythm == AFIB, rng.uniform(55.0, 140.0, b), hr)
+    afib = rhythm == AFIB
     rr0 = 60.0 / hr
     k = int(np.ceil((duration_s + 4.0) / _MIN_RR))
     t_nom = np.arange(k) * rr0[:, None]
     f_resp, phi_resp = rng.uniform(0.15, 0.4, b), rng.uniform(0, 2 * np.pi, b)
     # Sinus rhythm: respiratory sinus arrhythmia (weaker at high rates) + Mayer waves + jitter.
-    a_rsa = rng.uniform(0.01, 0.05, b) * np.clip(rr0 / 0.8, 0.3, 1.5)
+    a_rsa = rng.uniform(0.01, 0.06, b) * np.clip(rr0 / 0.8, 0.3, 1.5)
     a_lf, phi_lf = rng.uniform(0.0, 0.02, b), rng.uniform(0, 2 * np.pi, b)
     wobble = (
         a_rsa[:, None] * np.sin(2 * np.pi * f_resp[:, None] * t_nom + phi_resp[:, None])
@@ -389,9 +415,9 @@ def _beat_times(rng: np.random.Generator, has: dict[str, np.ndarray], b: int, du
     )
     rr = rr0[:, None] * (1 + wobble)
     # AF: irregularly irregular, independent lognormal intervals with the same mean.
-    cv = rng.uniform(0.12, 0.28, b)[:, None]
+    cv = rng.uniform(0.08, 0.28, b)[:, None]
     rr_af = rr0[:, None] * np.exp(cv * rng.standard_normal((b, k)) - cv**2 / 2)
-    rr = np.maximum(np.where(has["AFIB"][:, None], rr_af, rr), _MIN_RR)
+    rr = np.maximum(np.where(afib[:, None], rr_af, rr), _MIN_RR)
     start = -1.0 - rng.uniform(0.0, 1.0, b) * rr0
     beats = start[:, None] + np.concatenate([np.zeros((b, 1)), np.cumsum(rr[:, :-1], axis=1)], axis=1)
     rr_prev = np.concatenate([rr0[:, None], rr[:, :-1]], axis=1)
@@ -400,67 +426,66 @@ def _beat_times(rng: np.random.Generator, has: dict[str, np.ndarray], b: int, du
     return beats, rr_prev, beat_amp, f_resp, phi_resp
 
 
-def _qrs_and_p(rng: np.random.Generator, m: dict[str, np.ndarray], has: dict[str, np.ndarray], beats, beat_amp):
+def _qrs_and_p(rng: np.random.Generator, m: dict[str, np.ndarray], afib: np.ndarray, beats, beat_amp):
     """Narrow waves P1, P2, Q, R, S, X: offsets/sigmas/amplitudes (B, K, 6), vectors (B, 6, 3)."""
     b, k = beats.shape
     qs = m["qrs_width"] * np.exp(rng.normal(0.0, 0.03, b))  # per-record drift of the patient's QRS
     gain = m["wave_gain"] * np.exp(rng.normal(0.0, 0.05, (b, 5)))
     scale = m["scale"] * np.exp(rng.normal(0.0, 0.05, b))
-    crbbb, clbbb, lvh = m["crbbb"], m["clbbb"], m["lvh_gain"]
+    delay, clbbb, lvh = m["rbbb_delay"], m["clbbb"], m["lvh_gain"]
 
     pr = m["pr"] + rng.normal(0.0, 0.005, b)
     off = np.zeros((b, k, 6))
     off[:, :, 0] = -pr[:, None] + 0.030 + rng.normal(0.0, 0.003, (b, k))
     off[:, :, 1] = off[:, :, 0] + 0.035
     off[:, :, 2:6] = (np.array([0.012, 0.045, 0.078, 0.0]) * qs[:, None])[:, None, :]
-    off[:, :, 5] = np.where(clbbb, 0.105, m["r_prime_at"])[:, None]
+    off[:, :, 5] = np.where(clbbb, 0.105, 0.045 * qs + delay)[:, None]  # CRBBB R' / CLBBB notch
     off[:, :, 3] = np.where(clbbb, 0.05, off[:, 0, 3])[:, None]
     sig = np.zeros((b, 6))
     sig[:, 0], sig[:, 1] = 0.020, 0.022
     sig[:, 2:5] = np.array([0.007, 0.011, 0.010]) * qs[:, None]
-    sig[:, 3] = np.where(clbbb, 0.02, sig[:, 3] * np.where(lvh > 1, 1.1, 1.0))
-    sig[:, 4] *= np.where(crbbb, 1.4, 1.0)
-    sig[:, 5] = np.where(clbbb, 0.022, 0.02)
+    sig[:, 3] = np.where(clbbb, 0.02, sig[:, 3] * (1 + 0.12 * (lvh - 1)))
+    sig[:, 4] *= 1 + 0.4 * delay / 0.09  # the terminal S broadens with the right-bundle delay
+    sig[:, 5] = np.where(clbbb, 0.022, 0.012 + 0.1 * delay)
 
     # LVH: more voltage and a more leftward-posterior main force.
-    r_dir = _R_MAIN + np.where(lvh[:, None] > 1, [0.1, -0.15, 0.25], 0.0)
+    r_dir = _R_MAIN + (lvh - 1)[:, None] * [0.12, -0.18, 0.3]
     r_dir /= np.linalg.norm(r_dir, axis=1, keepdims=True)
     vec = np.zeros((b, 6, 3))
     vec[:, 0] = _P_RA * 0.09
     vec[:, 1] = _P_LA * 0.09
-    vec[:, 0:2] *= (gain[:, 0] * ~has["AFIB"])[:, None, None]
+    vec[:, 0:2] *= (gain[:, 0] * ~afib)[:, None, None]
     vec[:, 2] = _Q_SEPT * (0.25 * gain[:, 2] * ~clbbb)[:, None]
     vec[:, 3] = np.where(clbbb[:, None], _LB_1 * 1.1, r_dir * 1.4 * lvh[:, None]) * gain[:, 2:3]
     vec[:, 4] = _S_TERM * (0.45 * gain[:, 3] * lvh * ~clbbb)[:, None]
-    vec[:, 5] = np.where(clbbb[:, None], _LB_2 * 1.2 * gain[:, 2:3], _R_PRIME * (m["r_prime"] * crbbb)[:, None])
+    vec[:, 5] = np.where(clbbb[:, None], _LB_2 * 1.2 * gain[:, 2:3], _R_PRIME * m["r_prime"][:, None])
     vec *= scale[:, None, None]
     vec = np.einsum("bij,bwj->bwi", m["rotation"], vec)
     sigmas = np.broadcast_to(sig[:, None, :], (b, k, 6))
     return off, sigmas, np.broadcast_to(beat_amp[:, :, None], (b, k, 6)), vec
 
 
-def _st_and_t(rng: np.random.Generator, m: dict[str, np.ndarray], has: dict[str, np.ndarray], rr_prev, beat_amp):
+def _st_and_t(rng: np.random.Generator, m: dict[str, np.ndarray], st_size: np.ndarray, rr_prev, beat_amp):
     """Broad waves T1, T2, ST1..ST3: offsets/sigmas/amplitudes (B, K, 5), vectors (B, 5, 3)."""
     b, k = rr_prev.shape
-    crbbb, clbbb = m["crbbb"], m["clbbb"]
+    delay, clbbb = m["rbbb_delay"], m["clbbb"]
     qtc = m["qtc"] + rng.normal(0.0, 0.005, b)
     t_peak = qtc[:, None] * np.sqrt(rr_prev) - 0.075  # Bazett: QT follows the preceding RR
     stretch = np.clip(np.sqrt(rr_prev), 0.7, 1.25)
-    j_point = (0.095 * m["qrs_width"] + 0.05 * (crbbb | clbbb))[:, None]
+    # J point = end of QRS: after the R' in RBBB, after the notch in LBBB.
+    rbbb_end = 0.045 * m["qrs_width"] + delay + 2 * (0.012 + 0.1 * delay)
+    j_point = np.where(clbbb, 0.15, np.maximum(0.095 * m["qrs_width"], np.where(delay > 0, rbbb_end, 0)))[:, None]
     span = np.maximum(t_peak - j_point, 0.06)
     off = np.stack([t_peak - 0.03 * stretch, t_peak + 0.01 * stretch]
                    + [j_point + span * f for f in (0.1, 0.5, 0.9)], axis=-1)
     sig = np.stack([0.05 * stretch, 0.032 * stretch] + [0.3 * span] * 3, axis=-1)
 
     t_gain = m["wave_gain"][:, 4] * m["scale"] * np.exp(rng.normal(0.0, 0.05, b))
-    t_vec = _T_NORM * 0.35 + np.where(crbbb[:, None], [0.03, 0.0, 0.1], 0.0)
+    t_vec = _T_NORM * 0.35 + (delay / 0.09)[:, None] * [0.03, 0.0, 0.1]  # secondary T change of RBBB
     t_vec = np.where(m["lvh_strain"][:, None], -0.7 * t_vec, t_vec)
     t_vec = np.where(clbbb[:, None], _T_LBBB * 0.45, t_vec) * t_gain[:, None]
-    st_vec = np.zeros((b, 3))
-    for code, direction in _ST_DIR.items():
-        # 0.04-0.3 mV: from barely visible to obvious; 1.8 = peak of the three-Gaussian plateau.
-        size = rng.uniform(0.04, 0.3, b) * has[code] / 1.8
-        st_vec += size[:, None] * direction
+    # 1.8 = height of the three-Gaussian plateau per unit amplitude.
+    st_vec = st_size @ np.stack([_ST_DIR[c] for c in ST_CODES]) / 1.8
     vec = np.stack([t_vec * 0.7, t_vec * 0.5, st_vec, st_vec, st_vec], axis=1)
     vec = np.einsum("bij,bwj->bwi", m["rotation"], vec)
     return off, sig, np.broadcast_to(beat_amp[:, :, None], (b, k, 5)), vec

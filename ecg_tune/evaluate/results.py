@@ -28,6 +28,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _ci_or_none(ci: Any) -> Any:
+    """A CI without finite bounds (no bootstrap) is written as null, not as [null, null]."""
+    if ci is None or not all(isinstance(v, int | float) and math.isfinite(v) for v in ci):
+        return None
+    return [float(v) for v in ci]
+
+
 @dataclass
 class ProtocolResult:
     protocol: str  # linear | finetune | supervised | random
@@ -49,6 +56,7 @@ class ProtocolResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        out["test_ci"] = _ci_or_none(self.test_ci)
         return _clean(out)
 
     def to_json(self) -> str:
@@ -91,7 +99,7 @@ class CurveResult:
             for f in dataclasses.fields(self)
             if f.name not in ("model", "points")
         }
-        out["points"] = [dataclasses.asdict(p) for p in self.points]
+        out["points"] = [{**dataclasses.asdict(p), "test_ci": _ci_or_none(p.test_ci)} for p in self.points]
         return _clean(out)
 
     def to_json(self) -> str:

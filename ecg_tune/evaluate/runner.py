@@ -133,15 +133,16 @@ def make_classifier(encoder: nn.Module, task: Task, seed: int) -> Classifier:
 
 
 def train_linear(
-    model: Classifier, task: Task, cfg: EvalConfig, seed: int, phase: str, first_epoch: int = 0
+    model: Classifier, task: Task, cfg: EvalConfig, seed: int, phase: str, epochs: int, first_epoch: int = 0
 ) -> FitOutcome:
+    """Train only the head on the frozen encoder (linear_lr, linear_weight_decay)."""
     model.freeze_encoder(True)
     groups = [{"params": list(model.head.parameters()), "lr": cfg.linear_lr, "name": "head"}]
     return fit(
         model,
         task,
         groups,
-        epochs=cfg.linear_epochs if phase == "linear" else cfg.finetune_head_epochs,
+        epochs=epochs,
         batch_size=cfg.batch_size,
         weight_decay=cfg.linear_weight_decay,
         seed=seed,
@@ -152,7 +153,7 @@ def train_linear(
 
 def run_linear(encoder: nn.Module, task: Task, cfg: EvalConfig, seed: int) -> tuple[Classifier, FitOutcome]:
     model = make_classifier(encoder, task, seed)
-    return model, train_linear(model, task, cfg, seed, "linear")
+    return model, train_linear(model, task, cfg, seed, "linear", cfg.linear_epochs)
 
 
 def run_finetune(
@@ -163,7 +164,7 @@ def run_finetune(
     head = None
     if head_epochs > 0:
         # Head-only warm-up = a linear evaluation (encoder frozen, linear lr), continued from its best head.
-        head = train_linear(model, task, cfg, seed, "head")
+        head = train_linear(model, task, cfg, seed, "head", head_epochs)
         history += head.history
         if head.best_state is not None:
             model.load_state_dict(head.best_state)

@@ -71,9 +71,10 @@ def mean_std(value: Any) -> MeanStd | None:
         mean, std = value
     mean = np.asarray(mean, dtype=np.float32).reshape(-1)
     std = np.asarray(std, dtype=np.float32).reshape(-1)
-    if mean.shape != std.shape or (std <= 0).any():
-        raise DatasetError(f"normalisation statistics must be per-lead mean and positive std, got {value!r}")
-    return mean, std
+    if mean.shape != std.shape:
+        raise DatasetError(f"normalisation statistics must be per-lead mean and std, got {value!r}")
+    # A flat lead (std 0) is only centred, as `data.windows.normalize` does.
+    return mean, np.where(std > 0, std, np.float32(1.0)).astype(np.float32)
 
 
 def select_leads(

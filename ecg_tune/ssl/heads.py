@@ -56,10 +56,13 @@ class SwAVPrototypes(nn.Module):
         self.layer.weight.copy_(F.normalize(self.layer.weight, dim=1))
 
     def forward(self, z: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """Scores (B, K) in float32 even under autocast: they are divided by SwAV's temperature 0.1 and
+        by Sinkhorn's epsilon 0.05, which would magnify bfloat16's ~0.4% rounding."""
         # Frozen: the prototypes take part in the forward pass but receive no gradient (grad stays None,
         # so the optimiser leaves them alone), as SwAV does during its first epoch.
         weight = self.layer.weight.detach() if frozen else self.layer.weight
-        return F.linear(z, weight)
+        with torch.autocast(z.device.type, enabled=False):
+            return F.linear(z.float(), weight.float())
 
 
 class ClassificationHead(nn.Sequential):

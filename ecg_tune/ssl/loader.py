@@ -86,8 +86,9 @@ class WindowBatches:
             mean, std = (torch.as_tensor(np.asarray(v, dtype=np.float32)) for v in normalization)
             if mean.shape != (n_leads,) or std.shape != (n_leads,):
                 raise ValueError(f"normalization needs {n_leads} means and stds, got {tuple(mean.shape)}")
-            if bool((std <= 0).any()):
-                raise ValueError("normalization std must be positive")
+            if bool((std < 0).any()):
+                raise ValueError("normalization std must be >= 0")
+            std = torch.where(std > 0, std, torch.ones_like(std))  # a flat lead is only centred (as windows.normalize)
             self._mean = mean.to(self.device).view(1, -1, 1)
             self._std = std.to(self.device).view(1, -1, 1)
 
@@ -140,8 +141,8 @@ class WindowBatches:
             raw = self._data[first[:, None] + self._steps]  # (B, window, leads) int16
             if self._leads is not None:
                 raw = raw[:, :, self._leads]
-            # Division (not multiplication by the reciprocal) rounds exactly as the numpy path does.
-            return raw.transpose(1, 2).float() / float(self.store.units_per_mv)
+            # The same float32 reciprocal as the numpy path (gather_windows), so both round alike.
+            return raw.transpose(1, 2).float() * float(np.float32(1.0 / self.store.units_per_mv))
         shape = (len(records), self.n_leads, self.window)
         if self._pin:
             # A fresh pinned buffer per batch: the caching host allocator recycles it only after the

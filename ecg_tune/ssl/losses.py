@@ -1,8 +1,10 @@
 """Pure loss functions of the self-supervised methods (no parameters, no state).
 
 Each is tested one to one against a loop/numpy implementation in tests/ssl/test_losses.py. Losses
-are computed in float32 even under bf16/fp16 autocast: softmax over thousands of candidates, the
-1/temperature scaling and Sinkhorn's exponentials lose too much precision in half precision.
+are computed in float32 even under bf16/fp16 autocast (half-precision inputs are upcast and autocast
+is switched off around the similarity products): softmax over thousands of candidates, the
+1/temperature scaling, CPC's unnormalised dot products and Sinkhorn's exponentials lose too much
+precision in half precision.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from ecg_tune.ssl.distributed import all_reduce_max, all_reduce_sum, gather_with
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _no_autocast(t: torch.Tensor) -> torch.autocast:
+    """Products inside run in the dtype of their (upcast) inputs, not autocast's half precision."""
+    return torch.autocast(t.device.type, enabled=False)
 
 
 # ---------------------------------------------------------------------------------------------- SimCLR
@@ -49,7 +56,8 @@ def nt_xent_logits(
         n, offset = b, 0
         c1, c2 = z1, z2
     anchors = torch.cat([z1, z2])
-    logits = anchors @ torch.cat([c1, c2]).T / temperature
+    with _no_autocast(anchors):
+        logits = anchors @ torch.cat([c1, c2]).T / temperature
     local = torch.arange(b, device=z1.device) + offset
     self_index = torch.cat([local, local + n])
     targets = torch.cat([local + n, local])
@@ -204,16 +212,18 @@ def cpc_infonce(
         so its logged loss is ~T - k times larger: paper notes 8.11), and the fraction of anchors whose
         positive scores strictly above every negative.
     """
-    b, t, _ = z.shape
+    pred, z = _at_least_float32(pred), _at_least_float32(z)
+    t = z.shape[1]
     anchors = pred[:, : t - offset]
-    positive = (anchors * z[:, offset:]).sum(-1, keepdim=True)  # (B, T-k, 1)
-    if neg_batch is None:
-        # All scores against the own sequence in one bmm, then pick the sampled steps: far less memory
-        # than materialising (B, T-k, n, D) negatives.
-        negatives = torch.bmm(anchors, z.transpose(1, 2)).gather(2, neg_time)
-    else:
-        negatives = torch.einsum("btd,btnd->btn", anchors, z[neg_batch, neg_time])
-    logits = _at_least_float32(torch.cat([positive, negatives], dim=-1))
+    with _no_autocast(z):
+        positive = (anchors * z[:, offset:]).sum(-1, keepdim=True)  # (B, T-k, 1)
+        if neg_batch is None:
+            # All scores against the own sequence in one bmm, then pick the sampled steps: far less
+            # memory than materialising (B, T-k, n, D) negatives.
+            negatives = torch.bmm(anchors, z.transpose(1, 2)).gather(2, neg_time)
+        else:
+            negatives = torch.einsum("btd,btnd->btn", anchors, z[neg_batch, neg_time])
+    logits = torch.cat([positive, negatives], dim=-1)
     flat = logits.reshape(-1, logits.shape[-1])
     loss = F.cross_entropy(flat, torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device))
     with torch.no_grad():

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import os
 import random
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -245,7 +246,7 @@ class Trainer:
         # GradScaler skips optimiser steps whose gradients overflowed; the schedule still advances so
         # that the lr stays a function of the step count (what the closed form and resumes assume).
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             self.scheduler.step()
 
     def train_epoch(self) -> dict[str, float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,7 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
             cfg, pool.store, pool.indices, lead_names=lead_names, normalization=pool.normalization, device=device
         )
 
+    _event(trial_dir, "start", epoch=trainer.epoch, resumed_from=str(resume_from) if resume_from else None)
     probe_auc = float("nan")
     state_file = trial_dir / "probe.json"
     if state_file.is_file():  # the last probe value survives restarts between probes
@@ -181,6 +183,14 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
             # Our own copy first: it is what a restarted trial resumes from after a driver crash.
             trainer.save(own_ckpt)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _event(trial_dir: Path, event: str, **fields: Any) -> None:
+    """Append to the trial's event log (`events.jsonl`): starts, resumes and their epochs."""
+    import time
+
+    with open(trial_dir / "events.jsonl", "a") as f:
+        f.write(json.dumps({"event": event, "time": time.time(), "pid": os.getpid(), **fields}) + "\n")
 
 
 def _finish(trainer: Trainer, cfg: TrialConfig, downstream: ECGDataset | None, trial_dir: Path, device: torch.device) -> dict[str, Any]:

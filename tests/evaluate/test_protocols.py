@@ -45,56 +45,6 @@ WINDOW, STRIDE = 100, 50
 # --- stand-ins ---------------------------------------------------------------------------------------
 
 
-def _install_windows_standin() -> None:
-    """Until `ecg_tune.data.windows` exists: a minimal module with its documented contract."""
-    import sys
-    import types
-
-    try:
-        import ecg_tune.data.windows  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-
-    def random_starts(lengths: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.integers(0, np.maximum(np.asarray(lengths) - window, 0) + 1)
-
-    def _cut(store: SignalStore, rows: np.ndarray, starts: np.ndarray, window: int, leads: Any) -> np.ndarray:
-        first = store.offsets[rows] + starts
-        raw = store.data[first[:, None] + np.arange(window)]  # (B, W, leads)
-        if leads is not None:
-            raw = raw[:, :, np.asarray(leads)]
-        return (raw.transpose(0, 2, 1).astype(np.float32) / np.float32(store.units_per_mv)).copy()
-
-    def random_windows(store, indices, window, rng, *, lead_indices=None, out=None):  # type: ignore[no-untyped-def]
-        rows = np.asarray(indices, dtype=np.int64)
-        x = _cut(store, rows, random_starts(store.lengths[rows], window, rng), window, lead_indices)
-        if out is not None:
-            out[...] = x
-            return out
-        return x
-
-    def sliding_windows(store, indices, window=250, stride=125, *, lead_indices=None):  # type: ignore[no-untyped-def]
-        rows, starts, pos = [], [], []
-        for p, r in enumerate(np.asarray(indices, dtype=np.int64)):
-            s = np.arange(0, int(store.lengths[r]) - window + 1, stride)
-            rows.append(np.full(len(s), r))
-            starts.append(s)
-            pos.append(np.full(len(s), p))
-        rows_a, starts_a = np.concatenate(rows), np.concatenate(starts)
-        return _cut(store, rows_a, starts_a, window, lead_indices), np.concatenate(pos).astype(np.int64)
-
-    module = types.ModuleType("ecg_tune.data.windows")
-    module.random_starts = random_starts  # type: ignore[attr-defined]
-    module.random_windows = random_windows  # type: ignore[attr-defined]
-    module.sliding_windows = sliding_windows  # type: ignore[attr-defined]
-    sys.modules["ecg_tune.data.windows"] = module
-
-
-_install_windows_standin()
-
-
 class TinyEncoder(Encoder):
     """Two Conv-BN-ReLU blocks and average pooling: enough to read band power."""
 
@@ -284,6 +234,28 @@ def test_test_fold_is_scored_exactly_once(dataset: FakeDataset, monkeypatch: pyt
     assert calls.count("other") == 4
 
 
+def test_selection_restores_the_state_of_the_best_validation_epoch(
+    dataset: FakeDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ecg_tune.evaluate.heads as heads
+
+    val_aucs = iter([0.6, 0.9, 0.7, 0.9])  # best at epoch 2 (ties keep the earliest)
+    heads_seen: list[torch.Tensor] = []
+    real_predict = heads.predict_records
+
+    def spy_predict(model: Classifier, task: Any, rows: np.ndarray, **kw: Any) -> np.ndarray:
+        heads_seen.append(model.head.weight.detach().clone())
+        return real_predict(model, task, rows, **kw)
+
+    monkeypatch.setattr(heads, "predict_records", spy_predict)
+    monkeypatch.setattr(heads, "macro_auc", lambda y, s: (next(val_aucs), None))
+    result = linear(_encoder(), dataset, label_set="freq", eval_cfg=_cfg(linear_epochs=4), data_cfg=DATA)
+    assert [h["val_auc"] for h in result.history] == [0.6, 0.9, 0.7, 0.9]
+    assert result.selected_epoch == 2 and result.val_auc == 0.9
+    assert torch.equal(result.model.head.weight, heads_seen[1])
+    assert not torch.equal(result.model.head.weight, heads_seen[3])
+
+
 def test_max_aggregation_and_normalisation_run(dataset: FakeDataset) -> None:
     cfg = DataConfig(window=WINDOW, eval_stride=STRIDE, label_set="freq", aggregate="max", normalize=True)
     result = linear(_encoder(), dataset, eval_cfg=_cfg(linear_epochs=2), data_cfg=cfg)
@@ -451,6 +423,27 @@ def test_result_json_and_table(linear_result: Any, tmp_path: Any) -> None:
     assert f"{result.test_auc:.4f}" in table and "selected epoch" in table
 
 
+def test_json_is_strict_and_a_missing_ci_is_null() -> None:
+    result = ProtocolResult(
+        protocol="linear",
+        label_set="x",
+        n_classes=1,
+        val_auc=0.7,
+        test_auc=np.float64(0.6),
+        test_ci=(float("nan"), float("nan")),
+        per_class={"a": np.float32(0.6)},
+        selected_epoch=1,
+        history=[{"epoch": 1, "phase": "linear", "train_loss": 0.5, "val_auc": 0.7}],
+        settings={"leads": ("I",), "n": np.int64(3)},
+        n_train=3,
+        n_val=2,
+        n_test=2,
+    )
+    data = json.loads(result.to_json(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["test_ci"] is None and data["settings"] == {"leads": ["I"], "n": 3}
+    assert data["per_class"]["a"] == pytest.approx(0.6)
+
+
 def test_run_protocol_dispatch(dataset: FakeDataset) -> None:
     cfg = _cfg(linear_epochs=1, label_folds=[1, 8], noise_levels=["L2"])
     assert (
@@ -527,3 +520,111 @@ def test_data_leads_subset_and_unknown_lead(dataset: FakeDataset) -> None:
     bad = DataConfig(window=WINDOW, eval_stride=STRIDE, label_set="freq", leads="V7")
     with pytest.raises(ConfigError, match="unknown lead"):
         linear(TinyEncoder(n_leads=1), dataset, eval_cfg=_cfg(linear_epochs=1), data_cfg=bad)
+
+
+# --- integration with the real pieces ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_path(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pytest.importorskip("ecg_tune.data.dataset", reason="ecg_tune.data.dataset is not there yet")
+    from ecg_tune.data.synthetic import write_synthetic
+
+    path = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(path, n_records=300, seed=0)
+    return path
+
+
+def _xresnet_checkpoint(path: Any, fs: float, lead_names: list[str], normalization: Any = None) -> Any:
+    from ecg_tune.ssl.checkpoint import save_checkpoint
+    from ecg_tune.ssl.encoders import build_encoder
+
+    params = {"width": 8, "expansion": 2}
+    torch.manual_seed(0)
+    encoder = build_encoder("xresnet1d50", params, len(lead_names), 250)
+    header = {
+        "method": {"name": "simclr", "params": {}},
+        "encoder": {
+            "name": "xresnet1d50",
+            "params": params,
+            "n_leads": len(lead_names),
+            "input_length": 250,
+            "feature_dim": int(encoder.feature_dim),
+        },
+        "preprocessing": {
+            "fs": fs,
+            "window": 250,
+            "lead_names": lead_names,
+            "normalization": normalization,
+            "units": "mV",
+        },
+    }
+    return save_checkpoint(path, header, {"encoder": encoder.state_dict()}), encoder
+
+
+def test_real_dataset_linear_and_probe(synthetic_path: Any) -> None:
+    from ecg_tune.data.dataset import open_dataset
+
+    data = open_dataset(synthetic_path)
+    cfg = DataConfig(label_set="superdiagnostic", normalize=True)
+    encoder = TinyEncoder(n_leads=12, input_length=250)
+    result = linear(encoder, data, eval_cfg=_cfg(linear_epochs=2), data_cfg=cfg)
+    vocab = list(data.label_vocabulary("superdiagnostic"))
+    assert result.n_classes == len(vocab) and list(result.per_class) == vocab
+    folds = data.records["fold"].to_numpy()
+    assert result.n_test <= int((folds == 10).sum()) and result.n_val <= int((folds == 9).sum())
+    assert 0.0 <= result.test_auc <= 1.0
+    auc = quick_probe(encoder, data, label_set="superdiagnostic", data_cfg=cfg, eval_cfg=_cfg(probe_epochs=2))
+    assert 0.0 <= auc <= 1.0
+
+
+def test_evaluate_checkpoint_writes_json_and_refuses_mismatches(synthetic_path: Any, tmp_path: Any) -> None:
+    from ecg_tune.data.dataset import open_dataset
+    from ecg_tune.evaluate.protocols import evaluate_checkpoint
+
+    leads = list(open_dataset(synthetic_path).lead_names)
+    norm = {"mean": [0.0] * 12, "std": [0.5] * 12}
+    ckpt, encoder = _xresnet_checkpoint(tmp_path / "enc.pt", 100.0, leads, norm)
+    result = evaluate_checkpoint(
+        ckpt,
+        synthetic_path,
+        "linear",
+        "superdiagnostic",
+        tmp_path / "out",
+        eval_cfg=_cfg(linear_epochs=1, bootstrap=10),
+    )
+    saved = json.loads((tmp_path / "out" / "linear-superdiagnostic.json").read_text())
+    assert (
+        saved["test_auc"] == pytest.approx(result.test_auc) and saved["settings"]["encoder"] == "xresnet1d50"
+    )
+    assert result.model.normalize.std.flatten().tolist() == [0.5] * 12  # the checkpoint's normalisation
+    _assert_bit_identical(_state(encoder), _state(result.model.encoder))  # loaded weights, frozen
+    bad_fs, _ = _xresnet_checkpoint(tmp_path / "fs.pt", 500.0, leads)
+    with pytest.raises(CheckpointError, match="500 Hz"):
+        evaluate_checkpoint(
+            bad_fs, synthetic_path, "linear", "superdiagnostic", eval_cfg=_cfg(linear_epochs=1)
+        )
+    bad_leads, _ = _xresnet_checkpoint(tmp_path / "leads.pt", 100.0, ["I", "II", "X1"])
+    with pytest.raises(CheckpointError, match="lacks X1"):
+        evaluate_checkpoint(
+            bad_leads, synthetic_path, "linear", "superdiagnostic", eval_cfg=_cfg(linear_epochs=1)
+        )
+
+
+@pytest.mark.slow
+def test_supervised_xresnet1d50_on_the_ptbxl_sample(ptbxl_root: Any, tmp_path: Any) -> None:
+    """Real data: a supervised xresnet1d50 clearly beats chance on PTB-XL superdiagnostic (500 records)."""
+    pytest.importorskip("ecg_tune.data.dataset", reason="ecg_tune.data.dataset is not there yet")
+    from ecg_tune.data.dataset import open_dataset
+    from ecg_tune.data.ingest import ingest
+
+    ingest("ptbxl", ptbxl_root, tmp_path / "ptbxl", progress=False)
+    data = open_dataset(tmp_path / "ptbxl")
+    cfg = EvalConfig(
+        batch_size=32, finetune_epochs=12, finetune_lr=1e-3, finetune_weight_decay=0.01, bootstrap=200
+    )
+    result = supervised(
+        "xresnet1d50", {}, data, label_set="superdiagnostic", eval_cfg=cfg, data_cfg=DataConfig(), seed=0
+    )
+    assert result.n_classes == 5 and result.n_test > 30
+    assert result.test_auc > 0.65, format_result(result)

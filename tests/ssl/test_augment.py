@@ -18,8 +18,17 @@ from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.augment import AUGMENTATIONS, Augmentation, Pipeline, build_pipeline, physiological_noise
 
 NAMES = [
-    "gaussian_noise", "random_resized_crop", "timeout", "channel_resize", "dynamic_time_warp",
-    "baseline_wander", "powerline_noise", "em_noise", "baseline_shift", "gaussian_blur", "normalize",
+    "gaussian_noise",
+    "random_resized_crop",
+    "timeout",
+    "channel_resize",
+    "dynamic_time_warp",
+    "baseline_wander",
+    "powerline_noise",
+    "em_noise",
+    "baseline_shift",
+    "gaussian_blur",
+    "normalize",
     "random_crop",
 ]
 DETERMINISTIC = {"gaussian_blur", "normalize"}
@@ -85,7 +94,11 @@ def test_defaults_are_the_pretraining_values_of_the_paper():
         (["random_resized_crop", "time_out"], None, "augment.pipeline"),
         (["timeout"], {"timeout": {"bogus": 1}}, "augment.timeout.bogus"),
         (["timeout"], {"timeout": {"min_fraction": "abc"}}, "augment.timeout.min_fraction"),
-        (["timeout"], {"timeout": {"min_fraction": 0.5, "max_fraction": 0.3}}, "augment.timeout.min_fraction"),
+        (
+            ["timeout"],
+            {"timeout": {"min_fraction": 0.5, "max_fraction": 0.3}},
+            "augment.timeout.min_fraction",
+        ),
         (["timeout"], {"time_out": {"min_fraction": 0.1}}, "augment.time_out"),
         (["em_noise"], {"em_noise": {"max_amplitude": -1}}, "augment.em_noise.max_amplitude"),
         (["gaussian_blur"], {"gaussian_blur": {"kernel": "0.5,0.5"}}, "augment.gaussian_blur.kernel"),
@@ -224,7 +237,9 @@ def test_random_resized_crop_is_an_interpolation_of_a_contiguous_crop():
         exact = pos[b][np.isclose(pos[b], np.round(pos[b]), atol=1e-9)]
         np.testing.assert_array_equal(np.round(exact), np.arange(start, stop + 1))
         for lead in range(3):
-            np.testing.assert_allclose(y[b, lead], np.interp(pos[b], np.arange(length), x[b, lead].numpy()), atol=1e-12)
+            np.testing.assert_allclose(
+                y[b, lead], np.interp(pos[b], np.arange(length), x[b, lead].numpy()), atol=1e-12
+            )
         assert y[b, 0, 0] == x[b, 0, int(start)] and y[b, 0, -1] == x[b, 0, int(stop)]
     # The stretch is non-uniform: gaps between placed samples vary within one window.
     gaps = np.diff(np.flatnonzero(np.isclose(pos[0], np.round(pos[0]), atol=1e-9)))
@@ -244,7 +259,9 @@ def test_dynamic_time_warp_single_warp_matches_the_knot_map():
     length = 250
     pos = aug("dynamic_time_warp", warps=1)(ramp(32, 1, length), gen(2)).numpy()[:, 0]
     for b in range(len(pos)):
-        matches = [c for c in range(30, length - 30) if np.allclose(pos[b], _warp_map(length, c, 10, 2), atol=1e-9)]
+        matches = [
+            c for c in range(30, length - 30) if np.allclose(pos[b], _warp_map(length, c, 10, 2), atol=1e-9)
+        ]
         assert len(matches) == 1
 
 
@@ -261,7 +278,9 @@ def test_dynamic_time_warp_keeps_length_ends_and_order():
     assert (np.abs(pos - np.arange(length)).max(axis=1) > 1).all()  # every window is warped
     for b in range(64):
         for lead in range(2):
-            np.testing.assert_allclose(y[b, lead].numpy(), np.interp(pos[b], np.arange(length), x[b, lead].numpy()), atol=1e-12)
+            np.testing.assert_allclose(
+                y[b, lead].numpy(), np.interp(pos[b], np.arange(length), x[b, lead].numpy()), atol=1e-12
+            )
 
 
 def test_random_crop_takes_a_contiguous_window_with_inclusive_last_start():
@@ -347,10 +366,15 @@ def test_baseline_wander_differs_between_leads_unless_shared():
     assert min(corr) < 0.99
 
 
-@pytest.mark.parametrize(("fs", "mains", "expected_hz"), [(500.0, 50.0, [50, 100, 150]), (500.0, 60.0, [60, 120, 180]), (250.0, 50.0, [50, 100])])
+@pytest.mark.parametrize(
+    ("fs", "mains", "expected_hz"),
+    [(500.0, 50.0, [50, 100, 150]), (500.0, 60.0, [60, 120, 180]), (250.0, 50.0, [50, 100])],
+)
 def test_powerline_noise_energy_sits_at_mains_harmonics_below_nyquist(fs, mains, expected_hz):
     length = int(fs)  # 1 s: 1 Hz bins
-    noise = aug("powerline_noise", fs, frequency_hz=mains)(torch.zeros(16, 12, length, dtype=torch.float64), gen(0)).numpy()
+    noise = aug("powerline_noise", fs, frequency_hz=mains)(
+        torch.zeros(16, 12, length, dtype=torch.float64), gen(0)
+    ).numpy()
     power = np.abs(np.fft.rfft(noise, axis=-1)) ** 2
     assert power[..., expected_hz].sum() > (1 - 1e-12) * power.sum()
     assert (power[..., expected_hz[0]].sum(axis=-1) > 0).all()
@@ -360,7 +384,9 @@ def test_powerline_noise_power_shows_c_applied_once():
     # Over whole periods, mean(noise^2) = C^2 g^2 sum_k a_k^2 / 2 per lead; with C ~ U(0, M),
     # g ~ U(-1, 1), a_k ~ U(0, 1): E = M^2/3 * 1/3 * 3 * 1/3 / 2 = M^2 / 18 (C twice would give ~M^4).
     amax = 0.2
-    noise = aug("powerline_noise", 500.0, max_amplitude=amax)(torch.zeros(2000, 4, 500, dtype=torch.float64), gen(0)).numpy()
+    noise = aug("powerline_noise", 500.0, max_amplitude=amax)(
+        torch.zeros(2000, 4, 500, dtype=torch.float64), gen(0)
+    ).numpy()
     per_window = (noise**2).mean(axis=(1, 2))
     se = per_window.std() / math.sqrt(len(per_window))
     assert abs(per_window.mean() - amax**2 / 18) < 4 * se
@@ -369,7 +395,9 @@ def test_powerline_noise_power_shows_c_applied_once():
 
 def test_powerline_noise_at_100_hz_is_the_nyquist_alternating_pattern():
     amax = 0.2
-    noise = aug("powerline_noise", 100.0, max_amplitude=amax)(torch.zeros(64, 12, 250, dtype=torch.float64), gen(0)).numpy()
+    noise = aug("powerline_noise", 100.0, max_amplitude=amax)(
+        torch.zeros(64, 12, 250, dtype=torch.float64), gen(0)
+    ).numpy()
     assert np.isfinite(noise).all()
     assert np.abs(noise).max() <= amax  # only the 50 Hz harmonic is representable at 100 Hz
     alternating = noise * (-1.0) ** np.arange(250)
@@ -435,10 +463,34 @@ def test_gaussian_blur_equals_np_convolve_per_lead(kernel):
 
 # The reference's TNormalize constants, in its lead order (I, II, V1-V6, III, aVR, aVL, aVF).
 _REF_ORDER = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6", "III", "aVR", "aVL", "aVF"]
-_REF_MEAN = [-0.00184586, -0.00130277, 0.00017031, -0.00091313, -0.00148835, -0.00174687,
-             -0.00077071, -0.00207407, 0.00054329, 0.00155546, -0.00114379, -0.00035649]
-_REF_STD = [0.16401004, 0.1647168, 0.23374124, 0.33767231, 0.33362807, 0.30583013,
-            0.2731171, 0.27554379, 0.17128962, 0.14030828, 0.14606956, 0.14656108]
+_REF_MEAN = [
+    -0.00184586,
+    -0.00130277,
+    0.00017031,
+    -0.00091313,
+    -0.00148835,
+    -0.00174687,
+    -0.00077071,
+    -0.00207407,
+    0.00054329,
+    0.00155546,
+    -0.00114379,
+    -0.00035649,
+]
+_REF_STD = [
+    0.16401004,
+    0.1647168,
+    0.23374124,
+    0.33767231,
+    0.33362807,
+    0.30583013,
+    0.2731171,
+    0.27554379,
+    0.17128962,
+    0.14030828,
+    0.14606956,
+    0.14656108,
+]
 
 
 @pytest.mark.parametrize("leads", [list(DEFAULT_ORDER), ["V1", "II", "aVF"], _REF_ORDER])

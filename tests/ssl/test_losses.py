@@ -93,6 +93,18 @@ def test_nt_xent_normalises_and_is_float32_under_half_inputs() -> None:
     assert nt_xent(z1.bfloat16(), z2.bfloat16()).dtype == torch.float32
 
 
+def test_similarities_stay_float32_under_autocast() -> None:
+    z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
+    pred, z = torch.randn(2, 7, 4), torch.randn(2, 7, 4)
+    _, neg_time = cpc_negative_indices(2, 7, 2, 3, "same_sequence")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = nt_xent_logits(z1, z2)
+        cpc, _ = cpc_infonce(pred, z, 2, neg_time)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, nt_xent_logits(z1, z2)[0])
+    torch.testing.assert_close(cpc, cpc_infonce(pred, z, 2, neg_time)[0])
+
+
 # --------------------------------------------------------------------------------------------- BYOL
 
 

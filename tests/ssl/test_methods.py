@@ -4,6 +4,7 @@ handling and queue, CPC's accuracy, and that every loss falls within a few dozen
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,6 +20,15 @@ from ecg_tune.ssl.methods.cpc import CPC
 from ecg_tune.ssl.methods.swav import SwAV
 
 N_LEADS, LENGTH = 3, 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on 2 busy shared cores they thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass
@@ -251,6 +261,21 @@ def test_cpc_needs_a_sequence_encoder() -> None:
         build_method("cpc", {}, TinyConvEncoder())
 
 
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_training_step_under_bf16_autocast_returns_float32(name: str) -> None:
+    method = build(name, **({"queue_length": 32, "queue_start_epoch": 0} if name == "swav" else {}))
+    method.on_epoch_start(1)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(2):  # the second SwAV step uses its (full) queue
+        x = sinusoids(gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, metrics = method.training_step(Batch(x, labels_of(x)), make_augment(gen))
+        loss.backward()
+        method.on_step_end(step, 10)
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+        assert all(v.dtype == torch.float32 for v in metrics.values())
+
+
 # --------------------------------------------------------------------------------------------- BYOL
 
 
@@ -406,3 +431,38 @@ def test_supervised_augments_only_when_asked() -> None:
         method = build("supervised", use_augment=use_augment, head_hidden=8, dropout=0.2)
         method.training_step(Batch(x, labels_of(x)), counting)
         assert len(calls) == expected_calls
+
+
+# ------------------------------------------------------------------------- with the real encoders
+
+
+@pytest.mark.parametrize(
+    ("method", "encoder", "batch", "length", "params"),
+    [
+        ("simclr", "xresnet1d50", 4, 250, {}),
+        ("byol", "xresnet1d50", 4, 250, {}),
+        ("swav", "xresnet1d50", 4, 250, {"n_views": 3}),
+        ("supervised", "xresnet1d50", 4, 250, {"n_classes": 5}),
+        ("cpc", "cpc_fc", 2, 200, {"n_negatives": 16, "input_length": 200}),
+    ],
+)
+def test_smoke_with_real_encoders(
+    method: str, encoder: str, batch: int, length: int, params: dict[str, Any]
+) -> None:
+    """One step with paper-default heads on the platform's encoders (12 leads): finite loss, gradients
+    reach the encoder, on_step_end runs."""
+    encoders = pytest.importorskip("ecg_tune.ssl.encoders")
+    torch.manual_seed(0)
+    enc = encoders.build_encoder(encoder, {}, 12, length)
+    m = build_method(method, params, enc)
+    x = 0.3 * torch.randn(batch, 12, length)
+    y = (torch.rand(batch, 5) > 0.5).float() if m.needs_labels else None
+    m.train()
+    m.on_train_start(10, 10)
+    m.on_epoch_start(1)
+    loss, metrics = m.training_step(Batch(x, y), lambda v: v + 0.01 * torch.randn_like(v))
+    loss.backward()
+    m.on_step_end(0, 10)
+    assert torch.isfinite(loss) and loss.dim() == 0
+    assert all(torch.isfinite(v) for v in metrics.values())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.encoder.parameters())

@@ -440,3 +440,70 @@ def test_progress_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
     trainer.progress = True
     trainer.fit()
     assert "epoch 1" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- integration with the real pieces
+
+REAL_RUNS = {
+    "simclr": {"encoder.name": "xresnet1d50"},
+    "byol": {"encoder.name": "xresnet1d50"},
+    "swav": {
+        "encoder.name": "xresnet1d50", "method.n_prototypes": 16, "method.proj_hidden": 32, "method.proj_dim": 8,
+        "method.n_views": 3, "method.queue_length": 8, "method.queue_start_epoch": 1,
+    },
+    "cpc": {
+        "encoder.name": "cpc_fc", "encoder.hidden": 16, "method.input_length": 300, "method.n_negatives": 8,
+        "method.steps_predicted": 4,
+    },
+    "supervised": {"encoder.name": "xresnet1d50"},
+}
+
+
+def real_setup(name: str) -> tuple[TrialConfig, SignalStore, np.ndarray, dict]:
+    rng = np.random.default_rng(1)
+    leads = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+    store = SignalStore.from_signals([rng.normal(0, 0.3, (12, 320)) for _ in range(8)], leads, 100.0)
+    cfg = TrialConfig.from_flat(
+        {"method.name": name, "train.batch_size": 4, "train.epochs": 3, "data.window": 250, "seed": 5, **REAL_RUNS[name]}
+    )
+    extra: dict = {"lead_names": leads, "device": "cpu"}
+    if name == "supervised":
+        extra["targets"] = (rng.random((8, 5)) < 0.3).astype(np.float32)
+        extra["label_vocabulary"] = ["A", "B", "C", "D", "E"]
+    return cfg, store, np.arange(8), extra
+
+
+@pytest.mark.parametrize("name", list(REAL_RUNS))
+def test_real_methods_train_and_resume_exactly(tmp_path: Path, name: str) -> None:
+    cfg, store, idx, extra = real_setup(name)
+    straight = Trainer.from_config(cfg, store, idx, **extra)
+    straight.fit()
+    assert all(math.isfinite(m["loss"]) for m in straight.history)
+
+    first = Trainer.from_config(cfg, store, idx, **extra)
+    first.fit(2)
+    first.save(tmp_path / "last.ckpt")
+    torch.manual_seed(77)
+    resumed = Trainer.restore(tmp_path / "last.ckpt", store, idx, device="cpu", targets=extra.get("targets"))
+    resumed.fit()
+    assert_same_state(straight, resumed)
+    assert without_times(resumed.history) == without_times(straight.history)
+    if name == "swav":
+        assert int(resumed.method.queue_filled) == 8 and resumed.method.queue.abs().sum() > 0
+    if name == "cpc":
+        assert resumed.batches.window == 300 and resumed.header["encoder"]["input_length"] == 300
+
+
+def test_real_encoder_export_round_trip(tmp_path: Path) -> None:
+    from ecg_tune.ssl.checkpoint import export_encoder, load_checkpoint
+
+    cfg, store, idx, extra = real_setup("simclr")
+    trainer = Trainer.from_config(cfg, store, idx, **extra)
+    trainer.fit(1)
+    export_encoder(trainer, trainer.checkpoint_header(), tmp_path / "encoder.ckpt")
+    ckpt = load_checkpoint(
+        tmp_path / "encoder.ckpt", expect={"encoder": "xresnet1d50", "lead_names": list(extra["lead_names"]), "fs": 100}
+    )
+    assert ckpt.header["encoder"]["feature_dim"] == 512 and ckpt.header["epoch"] == 1
+    x = torch.randn(3, 12, 250)
+    assert torch.equal(ckpt.build_encoder()(x), trainer.method.encoder.eval()(x))

@@ -8,6 +8,7 @@ with that record, which ingest turns into a quarantine entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -70,15 +71,16 @@ def no_records(root: Path, what: str) -> DatasetError:
 
 
 def inside(root: Path, relative: str) -> Path | None:
-    """`root / relative` if it stays inside `root`, else None (an index must never make us read elsewhere)."""
+    """`root / relative` if it stays inside `root`, else None (an index must never make us read elsewhere).
+
+    A lexical check (no "..", not absolute), so that corpora laid out with symlinks still work.
+    """
     if not relative or os.path.isabs(relative) or "\\" in relative:
         return None
-    # Lexical check ("..", absolute paths), so that corpora laid out with symlinks still work.
-    base = os.path.normpath(os.path.abspath(root))
-    path = os.path.normpath(os.path.join(base, relative))
-    if os.path.commonpath([base, path]) != base or path == base:
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
         return None
-    return Path(path)
+    return Path(root, *parts)
 
 
 def read_ref_error(ref: RecordRef) -> None:
@@ -92,21 +94,30 @@ def normalise_leads(names: Sequence[str], path: str) -> tuple[list[str], np.ndar
     An unknown or duplicated lead name is a RecordError: silently dropping or overwriting a lead would
     put the wrong signal under a lead name.
     """
+    result = _normalise(tuple(names))
+    if isinstance(result, str):
+        raise RecordError(path, result)
+    return list(result[0]), np.array(result[1])
+
+
+@functools.lru_cache(maxsize=256)  # a corpus uses a handful of lead-name lists
+def _normalise(names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[float, ...]] | str:
     out: list[str] = []
-    signs = np.ones(len(names))
-    for i, raw in enumerate(names):
+    signs = []
+    for raw in names:
         name = raw.strip()
+        sign = 1.0
         if name.startswith("-"):
             # Cabrera-style "-aVR" is aVR inverted; the sign has to be undone, not just the name.
-            signs[i] = -1.0
-            name = name[1:]
+            sign, name = -1.0, name[1:]
         lead = normalise_lead_name(name)
         if lead is None:
-            raise RecordError(path, f"unknown lead name {raw!r}")
+            return f"unknown lead name {raw!r}"
         if lead in out:
-            raise RecordError(path, f"lead {lead} appears twice (as {names[out.index(lead)]!r} and {raw!r})")
+            return f"lead {lead} appears twice (as {names[out.index(lead)]!r} and {raw!r})"
         out.append(lead)
-    return out, signs
+        signs.append(sign)
+    return tuple(out), tuple(signs)
 
 
 _MISSING = {"", "nan", "none", "null", "unknown", "na", "n/a", "-"}

@@ -21,7 +21,6 @@ from ecg_tune.data.sources.base import (
     RecordRef,
     check_root,
     fingerprint,
-    inside,
     no_records,
     normalise_leads,
     read_ref_error,
@@ -30,7 +29,6 @@ from ecg_tune.errors import DatasetError, RecordError
 
 _UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
 _FORMAT = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
-_GAIN = re.compile(r"^([-+]?\d*\.?\d*(?:[eE][-+]?\d+)?)(?:\((-?\d+)\))?(?:/(\S+))?$")
 _INVALID_16 = -32768  # WFDB's "no sample" marker in format 16; wfdb.rdsamp turns it into NaN
 _DEFAULT_GAIN = 200.0  # WFDB: a gain of 0 or none means 200 adu/mV
 
@@ -114,18 +112,16 @@ def _parse_signal(line: str, path: Path) -> SignalSpec:
     if "/" in file or "\\" in file or file in (".", ".."):
         # Signal files live next to their header; anything else could read outside the dataset.
         raise RecordError(str(path), f"signal file name {file!r} leaves the record's folder")
-    m = _FORMAT.match(parts[1])
-    if not m:
-        raise RecordError(str(path), f"not a WFDB header: bad format field {parts[1]!r}")
-    fmt, spf, skew, offset = m.groups()
+    if parts[1].isdigit():  # the common case, "16"
+        fmt, spf, skew, offset = parts[1], None, None, None
+    else:
+        m = _FORMAT.match(parts[1])
+        if not m:
+            raise RecordError(str(path), f"not a WFDB header: bad format field {parts[1]!r}")
+        fmt, spf, skew, offset = m.groups()
     gain, baseline, units = _DEFAULT_GAIN, None, "mV"
     if len(parts) > 2:
-        g = _GAIN.match(parts[2])
-        if not g or g.group(1) in ("", "+", "-", "."):
-            raise RecordError(str(path), f"not a WFDB header: bad gain field {parts[2]!r}")
-        gain = float(g.group(1)) or _DEFAULT_GAIN
-        baseline = int(g.group(2)) if g.group(2) is not None else None
-        units = g.group(3) or "mV"
+        gain, baseline, units = _parse_gain(parts[2], path)
     adc_zero = _int(parts[4], 0, path, "ADC zero") if len(parts) > 4 else 0
     name = parts[8].strip() if len(parts) > 8 else ""
     return SignalSpec(
@@ -139,6 +135,20 @@ def _parse_signal(line: str, path: Path) -> SignalSpec:
         units=units,
         name=name,
     )
+
+
+def _parse_gain(field: str, path: Path) -> tuple[float, int | None, str]:
+    """"1000.0(0)/mV" → (1000.0, 0, "mV"); a gain of 0 means WFDB's default 200."""
+    body, _, units = field.partition("/")
+    text, paren, rest = body.partition("(")
+    try:
+        gain = float(text)
+        baseline = int(rest[:-1]) if paren else None
+        if not np.isfinite(gain) or (paren and not rest.endswith(")")):
+            raise ValueError
+    except ValueError:
+        raise RecordError(str(path), f"not a WFDB header: bad gain field {field!r}") from None
+    return gain or _DEFAULT_GAIN, baseline, units or "mV"
 
 
 def _unit_factors(header: Header) -> np.ndarray:

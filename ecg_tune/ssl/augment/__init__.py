@@ -35,13 +35,22 @@ AUGMENTATIONS = Registry(
     },
 )
 
-__all__ = ["AUGMENTATIONS", "Augmentation", "Pipeline", "build_augmentation", "build_pipeline", "physiological_noise"]
+__all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
+    "Pipeline",
+    "build_augmentation",
+    "build_pipeline",
+    "physiological_noise",
+]
 
 
 def build_augmentation(name: str, params: Mapping[str, Any] | None, fs: float) -> Augmentation:
     """One augmentation from its registry name and its params dict (checked, named on error)."""
     if name not in AUGMENTATIONS.names():
-        raise ConfigError("augment.pipeline", f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS.names())}")
+        raise ConfigError(
+            "augment.pipeline", f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS.names())}"
+        )
     if not fs > 0:
         raise ValueError(f"sampling rate must be > 0, got {fs}")
     cls = AUGMENTATIONS[name]

@@ -54,7 +54,9 @@ class BaselineShift(Augmentation):
 
         count = (rand(batch, 1) * (most + 1)).floor().clamp(max=most)
         mid = (rand(batch, most) * length).floor().clamp(max=length - 1)
-        seconds = p.mean_segment_s + p.segment_std_s * torch.randn(batch, most, generator=generator, device=dev, dtype=f64)
+        seconds = p.mean_segment_s + p.segment_std_s * torch.randn(
+            batch, most, generator=generator, device=dev, dtype=f64
+        )
         half = 0.5 * self.fs * seconds
         left = torch.trunc(mid - half).clamp(min=0)  # int() truncation as in the reference
         right = torch.trunc(mid + half).clamp(max=length - 1)
@@ -72,4 +74,4 @@ class BaselineShift(Augmentation):
         c = p.max_amplitude * rand(batch, 1, 1)
         sign = torch.where(rand(batch, leads, 1) < 0.5, -1.0, 1.0)
         gain = sign * (1 + torch.randn(batch, leads, 1, generator=generator, device=dev, dtype=f64))
-        return (work + (c * gain).to(dt) * step.to(dt)[:, None, :]).to(x.dtype)
+        return torch.addcmul(work, (c * gain).to(dt), step.to(dt)[:, None, :]).to(x.dtype)

@@ -6,8 +6,8 @@ phi_k ~ U(0, 2 pi), t in seconds from `fs` (so the wander stays below the cutoff
 
 Deliberate difference: every lead gets its own a_k and phi_k (the reference adds one identical
 waveform to all leads, notes 8.6; `shared_across_leads=True` restores that). C is shared by the leads
-of a window. The sum is evaluated as one matrix product with a cos/sin basis:
-a cos(w t + phi) = (a cos phi) cos(w t) - (a sin phi) sin(w t).
+of a window. The sum is evaluated as one matrix product with a cos/sin basis,
+a cos(w t + phi) = (a cos phi) cos(w t) - (a sin phi) sin(w t), fused with the addition to x.
 """
 
 from __future__ import annotations
@@ -48,14 +48,19 @@ class BaselineWander(Augmentation):
         batch, leads, length = x.shape
         dev, dt = x.device, work.dtype
         # Basis in float64: k * fdelta * n / fs reduced modulo 1 keeps the phase exact for long records.
-        cycles = torch.outer(torch.arange(self.terms, device=dev, dtype=torch.float64) * self.params.delta_hz,
-                             torch.arange(length, device=dev, dtype=torch.float64) / self.fs)
+        cycles = torch.outer(
+            torch.arange(self.terms, device=dev, dtype=torch.float64) * self.params.delta_hz,
+            torch.arange(length, device=dev, dtype=torch.float64) / self.fs,
+        )
         angle = 2 * math.pi * torch.frac(cycles)
-        cos_basis, sin_basis = angle.cos().to(dt), angle.sin().to(dt)
+        basis = torch.cat([angle.cos(), angle.sin()]).to(dt)  # (2K, T)
 
         wave_leads = 1 if self.params.shared_across_leads else leads
         c = self.params.max_amplitude * torch.rand(batch, 1, 1, generator=generator, device=dev, dtype=dt)
         a = torch.rand(batch, wave_leads, self.terms, generator=generator, device=dev, dtype=dt)
-        phi = 2 * math.pi * torch.rand(batch, wave_leads, self.terms, generator=generator, device=dev, dtype=dt)
-        wander = (a * phi.cos()) @ cos_basis - (a * phi.sin()) @ sin_basis  # (B, leads or 1, T)
-        return (work + c * wander).to(x.dtype)
+        phi = (
+            2 * math.pi * torch.rand(batch, wave_leads, self.terms, generator=generator, device=dev, dtype=dt)
+        )
+        coef = torch.cat([c * a * phi.cos(), -c * a * phi.sin()], dim=2).expand(batch, leads, -1)
+        out = torch.addmm(work.reshape(batch * leads, length), coef.reshape(batch * leads, -1), basis)
+        return out.view(batch, leads, length).to(x.dtype)

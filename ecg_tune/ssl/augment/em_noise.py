@@ -23,11 +23,15 @@ class EMNoise(Augmentation):
     def __init__(self, params: EMNoiseParams, fs: float):
         super().__init__(params, fs)
         if params.max_amplitude < 0:
-            raise ConfigError(f"augment.{self.name}.max_amplitude", f"must be >= 0, got {params.max_amplitude}")
+            raise ConfigError(
+                f"augment.{self.name}.max_amplitude", f"must be >= 0, got {params.max_amplitude}"
+            )
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         batch = x.shape[0]
-        c = self.params.max_amplitude * torch.rand(batch, 1, 1, generator=generator, device=x.device, dtype=work.dtype)
+        c = self.params.max_amplitude * torch.rand(
+            batch, 1, 1, generator=generator, device=x.device, dtype=work.dtype
+        )
         noise = torch.randn(work.shape, generator=generator, device=x.device, dtype=work.dtype)
-        return (work + c * noise).to(x.dtype)
+        return torch.addcmul(work, c, noise).to(x.dtype)

@@ -28,4 +28,4 @@ class GaussianNoise(Augmentation):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         noise = torch.randn(work.shape, generator=generator, device=x.device, dtype=work.dtype)
-        return (work + self.params.sigma * noise).to(x.dtype)
+        return torch.add(work, noise, alpha=self.params.sigma).to(x.dtype)

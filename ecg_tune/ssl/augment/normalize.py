@@ -20,12 +20,32 @@ from ecg_tune.ssl.augment.base import Augmentation
 
 # Exact constants of the reference code, in PAPER_ORDER (mV).
 _PAPER_MEAN = (
-    -0.00184586, -0.00130277, 0.00017031, -0.00091313, -0.00148835, -0.00174687,
-    -0.00077071, -0.00207407, 0.00054329, 0.00155546, -0.00114379, -0.00035649,
+    -0.00184586,
+    -0.00130277,
+    0.00017031,
+    -0.00091313,
+    -0.00148835,
+    -0.00174687,
+    -0.00077071,
+    -0.00207407,
+    0.00054329,
+    0.00155546,
+    -0.00114379,
+    -0.00035649,
 )
 _PAPER_STD = (
-    0.16401004, 0.1647168, 0.23374124, 0.33767231, 0.33362807, 0.30583013,
-    0.2731171, 0.27554379, 0.17128962, 0.14030828, 0.14606956, 0.14656108,
+    0.16401004,
+    0.1647168,
+    0.23374124,
+    0.33767231,
+    0.33362807,
+    0.30583013,
+    0.2731171,
+    0.27554379,
+    0.17128962,
+    0.14030828,
+    0.14606956,
+    0.14656108,
 )
 PTBXL_MEAN: tuple[float, ...] = tuple(_PAPER_MEAN[PAPER_ORDER.index(n)] for n in DEFAULT_ORDER)
 PTBXL_STD: tuple[float, ...] = tuple(_PAPER_STD[PAPER_ORDER.index(n)] for n in DEFAULT_ORDER)
@@ -49,7 +69,8 @@ class Normalize(Augmentation):
             values = getattr(params, field_name)
             if len(values) != len(DEFAULT_ORDER):
                 raise ConfigError(
-                    f"{key}.{field_name}", f"needs {len(DEFAULT_ORDER)} values in DEFAULT_ORDER, got {len(values)}"
+                    f"{key}.{field_name}",
+                    f"needs {len(DEFAULT_ORDER)} values in DEFAULT_ORDER, got {len(values)}",
                 )
         if min(params.std) <= 0:
             raise ConfigError(f"{key}.std", "every std must be > 0")
@@ -61,8 +82,9 @@ class Normalize(Augmentation):
         self.lead_names = names
         mean = torch.tensor(params.mean, dtype=torch.float64)[pick]
         std = torch.tensor(params.std, dtype=torch.float64)[pick]
-        self.register_buffer("mean", mean.view(1, -1, 1), persistent=False)
-        self.register_buffer("std", std.view(1, -1, 1), persistent=False)
+        # Plain attributes, moved to the input's device and dtype per call (12 numbers).
+        self.mean: torch.Tensor = mean.view(1, -1, 1)
+        self.std: torch.Tensor = std.view(1, -1, 1)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.shape[1] != len(self.lead_names):

@@ -43,7 +43,9 @@ class PowerlineNoise(Augmentation):
             raise ConfigError(f"{key}.harmonics", f"must be >= 1, got {params.harmonics}")
         nyquist = self.fs / 2
         # Representable harmonics (tolerance so that 50 Hz at fs = 100 counts as "at Nyquist").
-        self.kept = [k for k in range(1, params.harmonics + 1) if k * params.frequency_hz <= nyquist * (1 + 1e-9)]
+        self.kept = [
+            k for k in range(1, params.harmonics + 1) if k * params.frequency_hz <= nyquist * (1 + 1e-9)
+        ]
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
@@ -58,9 +60,13 @@ class PowerlineNoise(Augmentation):
             return x.clone()
         freqs = torch.tensor(self.kept, device=dev, dtype=torch.float64) * self.params.frequency_hz
         # Phase in cycles reduced modulo 1 in float64: exact (-1)^n at Nyquist, no drift on long records.
-        cycles = torch.frac(torch.outer(freqs, torch.arange(length, device=dev, dtype=torch.float64) / self.fs))
+        cycles = torch.frac(
+            torch.outer(freqs, torch.arange(length, device=dev, dtype=torch.float64) / self.fs)
+        )
         angle = 2 * math.pi * cycles
-        cos_basis, sin_basis = angle.cos().to(dt), angle.sin().to(dt)
-        amp = a[:, [k - 1 for k in self.kept]]
-        hum = (amp * phi.cos()) @ cos_basis - (amp * phi.sin()) @ sin_basis  # (B, T)
-        return (work + c * gain * hum[:, None, :]).to(x.dtype)
+        basis = torch.cat([angle.cos(), angle.sin()]).to(dt)  # (2H, T)
+        amp = a[:, None, [k - 1 for k in self.kept]] * (c * gain)  # (B, L, H): every scale of a lead
+        coef = torch.cat([amp * phi.cos()[:, :, None], -amp * phi.sin()[:, :, None]], dim=2)
+        # x + sum_k amp_k cos(w_k t + phi) as one matrix product added to x.
+        out = torch.addmm(work.reshape(batch * leads, length), coef.reshape(batch * leads, -1), basis)
+        return out.view(batch, leads, length).to(x.dtype)

@@ -33,7 +33,9 @@ class RandomCrop(Augmentation):
         batch, leads, length = x.shape
         size = self.params.length
         if size > length:
-            raise ValueError(f"random_crop: window of {length} samples is shorter than the crop length {size}")
+            raise ValueError(
+                f"random_crop: window of {length} samples is shorter than the crop length {size}"
+            )
         u = torch.rand(batch, generator=generator, device=x.device, dtype=torch.float64)
         start = (u * (length - size + 1)).long().clamp(max=length - size)
         index = start[:, None] + torch.arange(size, device=x.device)

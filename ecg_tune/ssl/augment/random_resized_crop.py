@@ -28,15 +28,14 @@ def interpolate_at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     each interval, so integer positions return input samples bit-for-bit.
     """
     batch, leads, length = x.shape
-    if length == 1:
-        return x[:, :, :1].expand(batch, leads, pos.shape[1]).clone()
     pos = pos.clamp(0, length - 1)
-    left = pos.floor().long().clamp(max=length - 2)
-    frac = (pos - left.to(pos.dtype)).unsqueeze(1)
-    index = left.unsqueeze(1).expand(batch, leads, -1)
-    x0 = torch.gather(x, 2, index)
-    x1 = torch.gather(x, 2, index + 1)
-    return torch.lerp(x0, x1, frac.to(x.dtype).expand_as(x0))
+    left = pos.floor().long()
+    right = (left + 1).clamp(max=length - 1)  # at pos = T-1 both are T-1 and the weight is 0
+    frac = (pos - left.to(pos.dtype)).to(x.dtype).unsqueeze(1)
+    # Indices are built per (sample, time) and broadcast over leads, never materialised per lead.
+    x0 = torch.gather(x, 2, left.unsqueeze(1).expand(batch, leads, -1))
+    x1 = torch.gather(x, 2, right.unsqueeze(1).expand(batch, leads, -1))
+    return torch.lerp(x0, x1, frac.expand_as(x0))
 
 
 @dataclass
@@ -73,8 +72,13 @@ class RandomResizedCrop(Augmentation):
         u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64)
         start = torch.minimum((u * (length - crop + 1)).long(), length - crop)
 
-        # Choose crop-2 of the T-2 interior positions without replacement: rank a random permutation.
-        perm = torch.rand(batch, length - 2, generator=generator, device=dev).argsort(dim=1)
+        # Choose crop-2 of the T-2 interior positions without replacement: the first crop-2 entries of
+        # a random permutation. Integer keys: sorting them is ~2x faster on CPU than float keys, and
+        # 31 random bits make ties (which would only break arbitrarily) far rarer than float32's 24.
+        keys = torch.randint(
+            0, 2**31 - 1, (batch, length - 2), generator=generator, device=dev, dtype=torch.int32
+        )
+        perm = keys.argsort(dim=1)
         taken = torch.arange(length - 2, device=dev).unsqueeze(0) < (crop - 2).unsqueeze(1)
         interior = torch.zeros_like(taken).scatter(1, perm, taken)
         ends = torch.ones(batch, 1, dtype=torch.bool, device=dev)

@@ -41,4 +41,6 @@ class TimeOut(Augmentation):
         start = torch.minimum((u * (length - size + 1)).long(), length - size)
         t = torch.arange(length, device=dev)
         block = (t >= start[:, None]) & (t < (start + size)[:, None])  # (B, T), same for every lead
-        return x.masked_fill(block[:, None, :], 0)
+        # Multiplying by a 0/1 mask is several times faster on CPU than masked_fill with a broadcast
+        # mask; inputs are finite signals, so 0 * x is 0.
+        return x * (~block).to(x.dtype)[:, None, :]

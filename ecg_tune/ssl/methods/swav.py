@@ -110,7 +110,7 @@ class SwAV(Method):
             for i, view in enumerate(p.assign_views):
                 s = scores[view].detach()
                 if use_queue:
-                    s = torch.cat([self.prototypes(self.queue[i].to(z.dtype)), s])
+                    s = torch.cat([self.prototypes(self.queue[i]), s])
                 codes[view] = sinkhorn(s, p.epsilon, p.sinkhorn_iterations, p.gather_distributed)[-b:]
         if self._queue_active():
             self._push([z_views[view] for view in p.assign_views])

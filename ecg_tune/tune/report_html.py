@@ -1,0 +1,149 @@
+"""The single self-contained HTML page (tables inline, images as base64 data URIs) and the readable
+("display") versions of the tables shared by the page and the terminal."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ecg_tune.tune.report_tables import x_order
+
+LEADERBOARD_ROWS = 200  # the page shows this many; leaderboard.csv has every trial
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table.data { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0; }
+table.data th, table.data td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
+table.data th { background: #f0f0f0; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.note { color: #8a5300; } .meta td { padding: 1px 10px 1px 0; font-size: 0.9em; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; display: block; }
+.source { font-size: 0.85em; color: #555; }
+"""
+
+
+@dataclass
+class Section:
+    title: str
+    body: str
+    anchor: str
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def with_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
+    if math.isnan(mean):
+        return ""
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def leaderboard_display(board: pd.DataFrame) -> pd.DataFrame:
+    """Whole numbers for rank and epochs, yes/no for the budget flag, blanks for missing values."""
+    out = board.copy()
+    for col in ("rank", "epochs"):
+        if col in out.columns:
+            out[col] = ["" if pd.isna(v) else str(int(v)) for v in out[col]]
+    if "budget_complete" in out.columns:
+        out["budget_complete"] = [fmt(bool(v)) for v in out["budget_complete"]]
+    return out
+
+
+def ablation_long(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Compact (cell, metric) rows for the terminal."""
+    rows = []
+    for r in table[table["metric"].isin(metrics)].itertuples():
+        p = "" if math.isnan(r.p_value) else f"{r.p_value:.3f}{' *' if r.significant else ''}"
+        diff = "" if math.isnan(r.diff) else f"{r.diff:+.3f}" + ("" if math.isnan(r.diff_ci_low) else f" [{r.diff_ci_low:+.3f}, {r.diff_ci_high:+.3f}]")
+        rows.append({"cell": r.cell, "metric": r.metric, "n": r.n, "mean [95% CI]": with_ci(r.mean, r.ci_low, r.ci_high),
+                     "Δ baseline [95% CI]": diff, "p": p})
+    return pd.DataFrame(rows)
+
+
+def ablation_display(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: n seeds, then per metric the mean [95% CI] and Δ to baseline [95% CI]."""
+    rows = []
+    for cell, part in table.groupby("cell", sort=False):
+        row: dict[str, Any] = {"cell": cell, "seeds": int(part["n"].max()), "failed": int(part["n_failed"].iloc[0])}
+        for r in part.itertuples():
+            kind = {"t": "", "bootstrap": " (bootstrap)"}.get(r.ci_kind, "")
+            row[r.metric] = with_ci(r.mean, r.ci_low, r.ci_high) + kind
+            if not math.isnan(r.diff):
+                p = "" if math.isnan(r.p_value) else f" p={r.p_value:.3f}{' *' if r.significant else ''}"
+                row[f"Δ {r.metric}"] = f"{r.diff:+.3f}" + (
+                    "" if math.isnan(r.diff_ci_low) else f" [{r.diff_ci_low:+.3f}, {r.diff_ci_high:+.3f}]") + p
+            else:
+                row[f"Δ {r.metric}"] = ""
+        row["overrides"] = part["overrides"].iloc[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paper_display(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.itertuples():
+        def published(col: str) -> str:
+            v, sd = getattr(r, f"published_{col}"), getattr(r, f"published_{col}_sd")
+            return "" if math.isnan(v) else f"{v:.3f} (±{sd:.3f})"
+
+        rows.append({
+            "row": r.row, "ours from": r.group, "n": r.n or "",
+            "linear eval (ours)": with_ci(r.linear_test_auc, r.linear_ci_low, r.linear_ci_high),
+            "linear eval (paper)": published("linear") or ("not published" if r.published_model else ""),
+            "finetune (ours)": with_ci(r.finetune_test_auc, r.finetune_ci_low, r.finetune_ci_high),
+            "finetune (paper)": published("finetune") or ("not published" if r.published_model else ""),
+            "paper model": r.published_model,
+        })
+    return pd.DataFrame(rows)
+
+
+def curve_display(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per group, one column per curve point: test AUC [95% CI]."""
+    cis = {(r.group, r.x): with_ci(r.test_auc, r.ci_low, r.ci_high) for r in table.itertuples()}
+    xs = sorted(dict.fromkeys(table["x"]), key=x_order)
+    return pd.DataFrame([{"group": g, **{x: cis.get((g, x), "") for x in xs}} for g in dict.fromkeys(table["group"])])
+
+
+def table_html(df: pd.DataFrame, *, max_rows: int | None = None, table_id: str = "") -> str:
+    if df.empty:
+        return "<p>(empty)</p>"
+    shown = df.head(max_rows) if max_rows else df
+    body = shown.to_html(index=False, na_rep="", border=0, classes="data", escape=True, table_id=table_id or None,
+                         float_format=lambda v: f"{v:.4f}")
+    more = f"<p>{len(df) - len(shown)} more rows in the CSV.</p>" if len(shown) < len(df) else ""
+    return f'<div class="scroll">{body}</div>{more}'
+
+
+def image_html(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def page(title: str, meta: list[tuple[str, str]], notes: list[str], sections: list[Section]) -> str:
+    meta_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in meta)
+    note_items = "".join(f'<li class="note">{html.escape(n)}</li>' for n in notes)
+    toc = " · ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    parts = [f'<h2 id="{s.anchor}">{html.escape(s.title)}</h2>\n{s.body}' for s in sections]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n<table class=\"meta\">{meta_rows}</table>\n"
+        + (f"<ul>{note_items}</ul>\n" if notes else "")
+        + f"<p>{toc}</p>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )

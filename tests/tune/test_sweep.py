@@ -1,0 +1,173 @@
+"""Real local Ray sweeps through the CLI: conditional space → trials → MLflow; driver and worker kills.
+
+These start Ray and train tiny encoders on synthetic shards, so they are marked slow. Every one has
+a timeout and kills the process group it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ecg_tune.data.synthetic import write_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    write_synthetic(out, n_records=240, seed=0)
+    return out
+
+
+def tiny_space(tmp: Path, shards: Path, **over: object) -> Path:
+    doc = {
+        "name": "tiny",
+        "data": {"pretrain": [str(shards)], "downstream": str(shards)},
+        "objective": {"metric": "probe_auc", "mode": "max"},
+        "budget": {"trials": 4, "max_epochs": 2, "grace_period": 1, "max_concurrent": 2},
+        "resources": {"cpu": 1},
+        "scheduler": "fifo",
+        "searcher": {"sampler": "tpe", "seed": 0, "n_startup_trials": 2},
+        "fixed": {
+            "encoder.name": "xresnet1d50", "encoder.width": 8, "train.batch_size": 32,
+            "evaluation.probe_epochs": 5, "evaluation.protocols": "linear", "evaluation.linear_epochs": 2,
+            "evaluation.bootstrap": 50,
+        },
+        "space": {
+            "method.name": {"branch": {"simclr": {"method.temperature": {"float": [0.1, 1.0], "log": True}},
+                                       "byol": {"method.tau0": {"float": [0.99, 0.999]}}}},
+            "optim.lr": {"float": [1e-4, 1e-2], "log": True},
+        },
+    }
+    for key, value in over.items():
+        doc[key] = value
+    path = tmp / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", *args], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        _kill_group(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def runs_of(sweep_dir: Path) -> tuple[object, list, object]:
+    from mlflow.tracking import MlflowClient
+
+    settings = json.loads((sweep_dir / "ecg_tune_sweep.json").read_text())
+    client = MlflowClient(settings["tracking_uri"])
+    runs = client.search_runs([settings["experiment_id"]], max_results=1000)
+    trials = [r for r in runs if r.data.tags.get("ecg_tune.role") == "trial"]
+    parent = next(r for r in runs if r.data.tags.get("ecg_tune.role") == "sweep")
+    return client, trials, parent
+
+
+def starts(sweep_dir: Path) -> dict[str, list[dict]]:
+    out = {}
+    for events in (sweep_dir / "trials").glob("*/events.jsonl"):
+        out[events.parent.name] = [json.loads(line) for line in events.read_text().splitlines() if '"start"' in line]
+    return out
+
+
+def test_sweep_end_to_end(tmp_path: Path, shards: Path) -> None:
+    space = tiny_space(tmp_path, shards)
+    done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
+    assert done.returncode == 0, done.stdout[-4000:]
+    sweep_dir = tmp_path / "sweeps" / "tiny"
+    client, trials, parent = runs_of(sweep_dir)
+    assert parent.info.status == "FINISHED"
+    assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
+    for run in trials:
+        p, m = run.data.params, run.data.metrics
+        assert p["encoder.width"] == "8" and "optim.lr" in p
+        assert ("method.temperature" in p) == (p["method.name"] == "simclr")
+        assert ("method.tau0" in p) == (p["method.name"] == "byol")
+        assert 0.0 <= m["probe_auc"] <= 1.0 and 0.0 <= m["linear.test_auc"] <= 1.0
+        assert m["linear.test_ci_low"] <= m["linear.test_auc"] <= m["linear.test_ci_high"]
+        history = client.get_metric_history(run.info.run_id, "probe_auc")
+        assert sorted(h.step for h in history) == [1, 2]
+        names = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
+        assert {"results/encoder.ckpt", "results/linear.json"} <= names
+    assert (sweep_dir / "leaderboard.csv").is_file()
+
+    # The best encoder is in the registry and embeds raw arrays without the platform.
+    import mlflow
+    import numpy as np
+
+    mlflow.set_tracking_uri(json.loads((sweep_dir / "ecg_tune_sweep.json").read_text())["tracking_uri"])
+    model = mlflow.pyfunc.load_model("models:/tiny-encoder/1")
+    emb = np.asarray(model.predict(np.random.default_rng(0).normal(size=(3, 12, 1000)).astype(np.float32)))
+    assert emb.shape == (3, 32) and np.isfinite(emb).all()  # 2 * width 8 * expansion 4 / 2 pools
+    assert "best encoder" in done.stdout and "leaderboard" in done.stdout
+
+
+def test_driver_killed_then_resume(tmp_path: Path, shards: Path) -> None:
+    space = tiny_space(tmp_path, shards, budget={"trials": 4, "max_epochs": 4, "max_concurrent": 2})
+    sweep_dir = tmp_path / "sweeps" / "tiny"
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", "sweep", str(space), "--storage",
+                             str(tmp_path / "sweeps")], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:  # kill once one trial finished and another is mid-way
+            finished = list((sweep_dir / "trials").glob("*/artifacts/linear.json")) if sweep_dir.exists() else []
+            probes = [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*/probe.json")] if finished else []
+            if finished and any(1 <= p["epoch"] < 4 for p in probes):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sweep never reached the point to kill it")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    time.sleep(3)
+    before = starts(sweep_dir)
+    done = cli("resume", str(sweep_dir))
+    assert done.returncode == 0, done.stdout[-4000:]
+    after = starts(sweep_dir)
+    _, trials, _ = runs_of(sweep_dir)
+    assert len(trials) == 4, "exactly one MLflow run per trial"
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert all(float(r.data.metrics["epoch"]) == 4 for r in trials)
+    for trial_id, events in before.items():
+        finished_before = (sweep_dir / "trials" / trial_id / "artifacts" / "linear.json").exists() and len(events) == len(after[trial_id])
+        if finished_before:
+            assert len(after[trial_id]) == 1, f"finished trial {trial_id} was rerun"
+    continued = [e for ev in after.values() for e in ev[1:]]
+    assert continued and all(e["epoch"] >= 1 for e in continued), "interrupted trials continue, not restart"
+
+
+def test_diverging_trial_ends_with_reason_and_sweep_goes_on(tmp_path: Path, shards: Path) -> None:
+    space = tiny_space(tmp_path, shards, space={}, ablation={
+        "baseline": {"optim.lr": 1.0e-3, "method.name": "simclr"}, "factors": {"optim.lr": [1.0e30]}, "seeds": [0]})
+    done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
+    _, trials, _ = runs_of(tmp_path / "sweeps" / "tiny")
+    by_cell = {r.data.tags["ecg_tune.cell"]: r for r in trials}
+    bad, good = by_cell["optim.lr=1e+30"], by_cell["baseline"]
+    assert bad.info.status == "FAILED" and "non-finite" in bad.data.tags["ecg_tune.failure_reason"]
+    assert good.info.status == "FINISHED" and "linear.test_auc" in good.data.metrics
+    assert done.returncode == 0, done.stdout[-3000:]
