@@ -101,16 +101,22 @@ def np_loop(steps: list[Callable]) -> Callable[[np.ndarray, np.random.Generator]
 # --- timing ---------------------------------------------------------------------------------------
 
 
-def best_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+def best_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> tuple[float, float]:
+    """Best wall-clock and best process-CPU seconds of `repeats` calls after one warm-up call.
+
+    CPU seconds (all threads of this process) are less sensitive to other processes' load than wall
+    clock, so the ratio of CPU throughputs is the more stable comparison on a shared machine.
+    """
     fn()  # warm-up (allocations, kernel selection)
     sync()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        w, c = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return min(wall), min(cpu)
 
 
 def main() -> None:
@@ -149,15 +155,19 @@ def main() -> None:
         f"batch {args.batch} x {args.leads} leads x {args.length} samples, device {device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    header = "| pipeline | torch windows/s | numpy loop windows/s | ratio |"
-    print(header)
-    print("|---|---:|---:|---:|")
+    print(
+        "| pipeline | torch windows/s | numpy loop windows/s | ratio | torch windows/CPU-s | numpy windows/CPU-s | CPU ratio |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for label, pipe, loop in cases:
         with torch.no_grad():
-            t_torch = best_seconds(partial(pipe, x, gen), args.repeats, sync)
-        t_np = best_seconds(partial(loop, x_np, rng), args.numpy_repeats, lambda: None)
-        w_torch, w_np = args.batch / t_torch, args.batch / t_np
-        print(f"| {label} | {w_torch:,.0f} | {w_np:,.0f} | {w_torch / w_np:.1f}x |")
+            wall_t, cpu_t = best_seconds(partial(pipe, x, gen), args.repeats, sync)
+        wall_n, cpu_n = best_seconds(partial(loop, x_np, rng), args.numpy_repeats, lambda: None)
+        n = args.batch
+        print(
+            f"| {label} | {n / wall_t:,.0f} | {n / wall_n:,.0f} | {wall_n / wall_t:.1f}x "
+            f"| {n / cpu_t:,.0f} | {n / cpu_n:,.0f} | {cpu_n / cpu_t:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

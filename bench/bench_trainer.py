@@ -100,7 +100,7 @@ def main() -> None:
         f"device {device}, threads {torch.get_num_threads()}, batch {args.batch_size}x12x250, "
         f"{args.steps} steps x {args.rounds} rounds, precision {trainer.precision}"
     )
-    print(f"| loop | median ms/step | min ms/step | ratio (median) |\n|---|---|---|---|")
+    print("| loop | median ms/step | min ms/step | ratio (median) |\n|---|---|---|---|")
     for name, times in (("bare PyTorch loop", bare), ("Trainer", ours)):
         med = statistics.median(times)
         print(f"| {name} | {med * 1e3:.1f} | {min(times) * 1e3:.1f} | {med / ref:.3f} |")

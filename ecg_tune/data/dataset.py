@@ -91,12 +91,13 @@ class ECGDataset:
         vocabulary = self.label_vocabulary(name)
         if name not in self._label_index:
             index = {code: j for j, code in enumerate(vocabulary)}
-            rows, cols = [], []
+            record_rows: list[int] = []
+            class_cols: list[int] = []
             for i, codes in enumerate(self.records[f"labels_{name}"]):
                 for code in codes:
-                    rows.append(i)
-                    cols.append(index[code])
-            self._label_index[name] = (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64))
+                    record_rows.append(i)
+                    class_cols.append(index[code])
+            self._label_index[name] = (np.array(record_rows, dtype=np.int64), np.array(class_cols, dtype=np.int64))
         rows, cols = self._label_index[name]
         full = np.zeros((len(self), len(vocabulary)), dtype=np.float32)
         full[rows, cols] = 1.0

@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +47,7 @@ from ecg_tune.errors import ConfigError, DatasetError, RecordError
 PIECE = 250  # records per work unit: small enough to spread 500 records over cores, big enough to amortise
 UNITS_PER_MV = 1000.0  # 1 µV per int16 step: ±32.767 mV range
 JOURNAL = ".ingest"
+MIN_PARALLEL_TASKS = 4  # below ~1000 records starting worker processes costs more than it saves
 _LABEL_SET = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -124,7 +125,7 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
     return row, data
 
 
-def _labels(labels: dict[str, Sequence[str]], path: str) -> dict[str, list[str]]:
+def _labels(labels: Mapping[str, Sequence[str]], path: str) -> dict[str, list[str]]:
     out = {}
     for name, codes in (labels or {}).items():
         if not _LABEL_SET.match(name):
@@ -299,31 +300,36 @@ class _Runner:
     def run(self, fn: Callable[[Any], Any], tasks: Sequence[Any], label: str, weight: Callable[[Any], int]) -> list:
         if not tasks:
             return []
+        # The pool is started before the progress bar: forking while its refresh thread runs could
+        # hand a worker a lock held by that thread.
+        parallel = self.workers > 1 and (len(tasks) >= MIN_PARALLEL_TASKS or self._pool is not None)
+        pool = self._start_pool(len(tasks)) if parallel and len(tasks) > 1 else None
+        outcomes = self._parallel(pool, fn, tasks) if pool else ((t, fn(t)) for t in tasks)
+        results = []
         with _progress_bar(self.progress) as bar:
             job = bar.add_task(label, total=sum(weight(t) for t in tasks)) if bar else None
-            results = []
-            for task, result in self._results(fn, tasks):
+            for task, result in outcomes:
                 results.append(result)
                 if bar:
                     bar.advance(job, weight(task))
-            return results
+        return results
 
-    def _results(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
-        if self.workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield task, fn(task)
-            return
+    def _start_pool(self, n_tasks: int) -> Executor:
         if self._pool is None:
             import scipy.signal  # noqa: F401  (forked workers inherit it instead of each importing it, ~1-3 s)
 
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            self._pool = ProcessPoolExecutor(max_workers=min(self.workers, n_tasks))
+            self._pool.submit(os.getpid).result()  # starts every worker now
+        return self._pool
+
+    def _parallel(self, pool: Executor, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
         pending: dict[Future, Any] = {}
         queue = list(tasks)
-        # Keep at most 2 tasks per worker queued, so results (and the bar) flow as they finish.
+        # At most 2 tasks per worker in flight, so results (and the bar) flow as they finish.
         while queue or pending:
             while queue and len(pending) < 2 * self.workers:
                 task = queue.pop(0)
-                pending[self._pool.submit(fn, task)] = task
+                pending[pool.submit(fn, task)] = task
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield pending.pop(future), future.result()
@@ -341,7 +347,14 @@ def _progress_bar(enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -471,10 +484,12 @@ def write_dataset(
     default = default_label_set or ("all" if "all" in sets else min(sets, default=None))
     _fill_folds(rows, default, fold_seed)
     with _Runner(1, progress=False) as runner:
-        return _finish(
+        manifest = _finish(
             out, journal, runner, pieces=n_pieces, rows=rows, quarantine=quarantine, valid=set(), target=target,
             source=source, source_version=source_version, default_label_set=default,
         )
+    shutil.rmtree(journal.dir, ignore_errors=True)  # nothing to resume: the records came from memory
+    return manifest
 
 
 def _duplicate_check(record: RawRecord, seen: set[str]) -> Callable[[], RawRecord]:
@@ -547,6 +562,8 @@ def _fill_folds(rows: list[list[dict]], label_set: str | None, seed: int) -> Non
 
 def _folds_match(out: Path, journal: Journal, shard: int, rows: list[dict]) -> bool:
     entry = journal.shard_entry(shard)
+    if entry is None:
+        return False
     try:
         table = pq.read_table(out / entry["file"], columns=["record_id", "fold"])
     except Exception:  # unreadable shard: rewrite it
@@ -571,7 +588,12 @@ def _finish(
         for k in range(len(pieces)) if k not in valid
     ]
     runner.run(run_shard, tasks, "writing shards", lambda t: max(1, len(t.rows)))
-    entries = [journal.shard_entry(k) for k in range(len(pieces))]
+    entries = []
+    for k in range(len(pieces)):
+        entry = journal.shard_entry(k)
+        if entry is None:
+            raise DatasetError(f"{journal.shard_json(k)}: shard {k} was written but its journal entry is missing")
+        entries.append(entry)
     _remove_stale_shards(out, {e["file"] for e in entries})
     folds = [r["fold"] for r in flat]
     labels = [r["labels"] for r in flat]

@@ -81,16 +81,16 @@ class WindowBatches:
         self.lead_indices = None if lead_indices is None else np.asarray(lead_indices, dtype=np.int64)
         n_leads = store.n_leads if self.lead_indices is None else len(self.lead_indices)
         self.n_leads = n_leads
-        self._mean = self._std = None
+        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
         if normalization is not None:
             mean, std = (torch.as_tensor(np.asarray(v, dtype=np.float32)) for v in normalization)
             if mean.shape != (n_leads,) or std.shape != (n_leads,):
                 raise ValueError(f"normalization needs {n_leads} means and stds, got {tuple(mean.shape)}")
             if bool((std < 0).any()):
                 raise ValueError("normalization std must be >= 0")
-            std = torch.where(std > 0, std, torch.ones_like(std))  # a flat lead is only centred (as windows.normalize)
-            self._mean = mean.to(self.device).view(1, -1, 1)
-            self._std = std.to(self.device).view(1, -1, 1)
+            # A flat lead (std 0) is only centred, as data.windows.normalize does.
+            std = torch.where(std > 0, std, torch.ones_like(std))
+            self._norm = (mean.to(self.device).view(1, -1, 1), std.to(self.device).view(1, -1, 1))
 
         self._targets = None
         if targets is not None:
@@ -127,8 +127,8 @@ class WindowBatches:
         for b in range(len(self)):
             pos = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = self._gather(self.indices[pos], rng)
-            if self._mean is not None:
-                x = (x - self._mean) / self._std
+            if self._norm is not None:
+                x = (x - self._norm[0]) / self._norm[1]
             y = None
             if self._targets is not None:
                 y = self._targets[torch.from_numpy(pos).to(self.device)]

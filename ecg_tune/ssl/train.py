@@ -358,15 +358,20 @@ class Trainer:
         self._set_rng_state(states["rng"])
 
     def _rng_state(self) -> dict[str, Any]:
-        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
         py_version, py_state, py_gauss = random.getstate()
         return {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "augment": self.generator.get_state(),
             # weights_only loading accepts tensors and plain python, not numpy arrays: convert.
-            "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": np_pos,
-                      "has_gauss": np_has_gauss, "gauss": np_gauss},
+            "numpy": {
+                "name": np_name,
+                "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+                "pos": np_pos,
+                "has_gauss": np_has_gauss,
+                "gauss": np_gauss,
+            },
             "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
         }
 
@@ -409,7 +414,9 @@ def _fits_on_device(store: SignalStore, device: torch.device) -> bool:
 
 
 def _params_dict(params: Any) -> dict[str, Any]:
-    return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params or {})
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        return dataclasses.asdict(params)
+    return dict(params or {})
 
 
 def run_header(

@@ -9,7 +9,9 @@ package version) is stored as the model's metadata.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,8 @@ def build_embedder(checkpoint_path: Path) -> tuple[torch.jit.ScriptModule, dict[
 def register_best(client: Any, settings: Any, spec: Any, board: Any) -> str | None:
     import mlflow
 
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+
     found = best_trial_encoder(settings.sweep_dir, board, spec.objective.metric)
     if found is None:
         return None
@@ -66,10 +70,13 @@ def register_best(client: Any, settings: Any, spec: Any, board: Any) -> str | No
     }
     example = torch.zeros(1, len(pre["lead_names"]), int(pre["window"]) * 4).numpy()
     mlflow.set_tracking_uri(settings.tracking_uri)
-    with mlflow.start_run(run_id=settings.parent_run_id):
+    with mlflow.start_run(run_id=settings.parent_run_id), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # TorchScript cannot use MLflow's 'pt2' format; the archive holds no pickled Python objects.
         info = mlflow.pytorch.log_model(
             scripted, name="best_encoder", registered_model_name=f"{spec.name}-encoder",
             input_example=example, serialization_format="pickle", metadata=metadata,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "mlflow"],
         )
         mlflow.set_tag("ecg_tune.best_trial", trial_id)
     version = getattr(info, "registered_model_version", None)

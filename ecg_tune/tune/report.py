@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from collections import Counter
@@ -33,15 +32,31 @@ from rich.table import Table
 
 from ecg_tune.tune.report_data import SweepRecord, open_sweep
 from ecg_tune.tune.report_html import (
-    LEADERBOARD_ROWS, Section, ablation_display, ablation_long, curve_display, fmt, image_html, leaderboard_display, page,
-    paper_display, table_html,
+    LEADERBOARD_ROWS,
+    Section,
+    ablation_display,
+    ablation_long,
+    curve_display,
+    fmt,
+    image_html,
+    leaderboard_display,
+    page,
+    paper_display,
+    table_html,
 )
 from ecg_tune.tune.report_importance import distributions, param_importances
-from ecg_tune.tune.report_paper import PAPER_SOURCE, paper_table
-from ecg_tune.tune.report_plots import plot_curve, plot_history, plot_importance, plot_learning_curves, plot_parallel
+from ecg_tune.tune.report_paper import PAPER_SOURCE, PUBLISHED, paper_table
+from ecg_tune.tune.report_plots import (
+    plot_curve,
+    plot_history,
+    plot_importance,
+    plot_learning_curves,
+    plot_parallel,
+)
 from ecg_tune.tune.report_tables import ablation_table, curve_tables, leaderboard
 
 log = logging.getLogger(__name__)
+__all__ = ["build_report", "PUBLISHED", "PAPER_SOURCE"]
 
 ARTIFACT_PATH = "report"
 DEFAULT_REMOTE_OUT = Path("ecg-tune-output/reports")  # for a sweep known only by name on a server

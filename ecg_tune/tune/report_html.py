@@ -15,6 +15,7 @@ import pandas as pd
 from ecg_tune.tune.report_tables import x_order
 
 LEADERBOARD_ROWS = 200  # the page shows this many; leaderboard.csv has every trial
+FAILURE_CHARS = 120
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
@@ -42,8 +43,15 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return number(value, digits)
     return str(value)
+
+
+def number(value: float, digits: int = 4) -> str:
+    """Fixed decimals for AUCs and losses; significant digits for small values such as learning rates."""
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.3g}"
+    return f"{value:.{digits}f}"
 
 
 def with_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
@@ -62,6 +70,8 @@ def leaderboard_display(board: pd.DataFrame) -> pd.DataFrame:
             out[col] = ["" if pd.isna(v) else str(int(v)) for v in out[col]]
     if "budget_complete" in out.columns:
         out["budget_complete"] = [fmt(bool(v)) for v in out["budget_complete"]]
+    if "failure" in out.columns:  # a traceback tail can be 5000 characters; the CSV keeps all of it
+        out["failure"] = [v if not isinstance(v, str) or len(v) <= FAILURE_CHARS else v[:FAILURE_CHARS] + "…" for v in out["failure"]]
     return out
 
 
@@ -96,18 +106,20 @@ def ablation_display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_display(table: pd.DataFrame) -> pd.DataFrame:
+    def published(r: Any, col: str) -> str:
+        v, sd = getattr(r, f"published_{col}"), getattr(r, f"published_{col}_sd")
+        if math.isnan(v):
+            return "not published" if r.published_model else ""
+        return f"{v:.3f} (±{sd:.3f})"
+
     rows = []
     for r in table.itertuples():
-        def published(col: str) -> str:
-            v, sd = getattr(r, f"published_{col}"), getattr(r, f"published_{col}_sd")
-            return "" if math.isnan(v) else f"{v:.3f} (±{sd:.3f})"
-
         rows.append({
             "row": r.row, "ours from": r.group, "n": r.n or "",
             "linear eval (ours)": with_ci(r.linear_test_auc, r.linear_ci_low, r.linear_ci_high),
-            "linear eval (paper)": published("linear") or ("not published" if r.published_model else ""),
+            "linear eval (paper)": published(r, "linear"),
             "finetune (ours)": with_ci(r.finetune_test_auc, r.finetune_ci_low, r.finetune_ci_high),
-            "finetune (paper)": published("finetune") or ("not published" if r.published_model else ""),
+            "finetune (paper)": published(r, "finetune"),
             "paper model": r.published_model,
         })
     return pd.DataFrame(rows)
@@ -125,7 +137,7 @@ def table_html(df: pd.DataFrame, *, max_rows: int | None = None, table_id: str =
         return "<p>(empty)</p>"
     shown = df.head(max_rows) if max_rows else df
     body = shown.to_html(index=False, na_rep="", border=0, classes="data", escape=True, table_id=table_id or None,
-                         float_format=lambda v: f"{v:.4f}")
+                         float_format=number)
     more = f"<p>{len(df) - len(shown)} more rows in the CSV.</p>" if len(shown) < len(df) else ""
     return f'<div class="scroll">{body}</div>{more}'
 

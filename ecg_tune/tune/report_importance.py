@@ -15,7 +15,15 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from ecg_tune.tune.report_data import SweepRecord, Trial
-from ecg_tune.tune.spaces import BranchParam, ChoiceParam, FloatParam, IntParam, Node, SubsetParam, subset_flag
+from ecg_tune.tune.spaces import (
+    BranchParam,
+    ChoiceParam,
+    FloatParam,
+    IntParam,
+    Node,
+    SubsetParam,
+    subset_flag,
+)
 
 MIN_TRIALS = 3
 
@@ -47,11 +55,13 @@ def _value(text: str, dist: BaseDistribution) -> Any:
             value: Any = float(text)
         elif isinstance(dist, IntDistribution):
             value = int(float(text))
-        else:
+        elif isinstance(dist, CategoricalDistribution):
             matches = [c for c in dist.choices if str(c) == text]
             if not matches:
                 return None
             value = matches[0]
+        else:
+            return None
         return value if dist._contains(dist.to_internal_repr(value)) else None
     except (ValueError, TypeError):
         return None

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from ecg_tune.tune.report_data import SweepRecord
-from ecg_tune.tune.report_tables import typed, varying_params
+from ecg_tune.tune.report_tables import typed, varying_params, x_order
 
 DPI = 110
 MAX_AXES = 12  # parallel-coordinate axes besides the objective
@@ -73,7 +73,7 @@ def _axis(values: list[Any], dist: BaseDistribution | None) -> tuple[np.ndarray,
     present = [v for v in values if v is not None]
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in present)
     if isinstance(dist, CategoricalDistribution) or not numeric:
-        cats = sorted({str(v) for v in present})
+        cats = sorted({str(v) for v in present}, key=x_order)  # 64 before 128
         pos = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
         out = np.array([pos[str(v)] if v is not None else -0.1 for v in values])
         ticks = [(p, c if len(c) <= 24 else c[:23] + "…") for c, p in pos.items()]
@@ -112,7 +112,7 @@ def plot_parallel(rec: SweepRecord, path: Path, dists: dict[str, BaseDistributio
     for i in order:
         ax.plot(xs, data[i], color=cmap(norm(objective[i])), alpha=0.8, linewidth=1.5)
     for x, (_, ticks) in zip(xs, columns):
-        ax.axvline(x, color="black", linewidth=0.8)
+        ax.axvline(float(x), color="black", linewidth=0.8)
         for y, text in ticks:
             ax.text(x + 0.03, y, text, fontsize=7, va="center")
     ax.set_xticks(xs, [lbl if len(lbl) <= 28 else "…" + lbl[-27:] for lbl in labels], rotation=30, ha="right", fontsize=8)

@@ -358,18 +358,36 @@ def leaderboard(grid: Any, spec: SweepSpec) -> Any:
     return df.sort_values(spec.objective.metric, ascending=ascending, na_position="last").reset_index(drop=True)
 
 
-def print_leaderboard(board: Any, spec_metric: str, *, top: int = 10, file: Any = None) -> None:
+def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = None) -> None:
+    """Rank, objective, final test AUCs with their CIs, then the config keys that varied."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=file or sys.stdout)
-    table = Table(title="leaderboard")
+    console = Console(file=file or sys.stdout, width=max(100, Console().width))
     if board.empty:
         console.print("no trials finished")
         return
-    cols = [c for c in board.columns if c not in ("failure",)][:12]
-    for c in cols:
-        table.add_column(str(c))
-    for _, row in board.head(top).iterrows():
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in (row[c] for c in cols)])
+    protocols = sorted({c.rsplit(".", 1)[0] for c in board.columns if c.endswith(".test_auc") and c.count(".") == 1})
+    fixed_cols = {"trial_id", "epochs", metric, "failure"}
+    params = [c for c in board.columns if c not in fixed_cols and not any(c.startswith(p + ".") for p in protocols)
+              and not c.startswith(("label-efficiency.", "noise."))]
+    table = Table(title=f"leaderboard (by {metric})")
+    for col in ["#", "trial", "epochs", metric, *[f"{p} test AUC [95% CI]" for p in protocols], *params[:6]]:
+        table.add_column(col, overflow="fold")
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if v != v else (f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.4f}".rstrip("0").rstrip("."))
+        return "" if v is None else str(v)
+
+    for i, (_, row) in enumerate(board.head(top).iterrows(), 1):
+        cells = [str(i), str(row["trial_id"]), fmt(row.get("epochs")), fmt(row.get(metric))]
+        for p in protocols:
+            auc, lo, hi = row.get(f"{p}.test_auc"), row.get(f"{p}.test_ci_low"), row.get(f"{p}.test_ci_high")
+            cells.append("" if auc is None or auc != auc else f"{auc:.3f} [{fmt(lo)}, {fmt(hi)}]")
+        cells += [fmt(row[c]) for c in params[:6]]
+        failure = row.get("failure")
+        if isinstance(failure, str) and failure:
+            cells[1] += f" ({failure[:40]})"
+        table.add_row(*cells)
     console.print(table)

@@ -199,7 +199,7 @@ def _finish(trainer: Trainer, cfg: TrialConfig, downstream: ECGDataset | None, t
     artifacts = trial_dir / "artifacts"
     artifacts.mkdir(exist_ok=True)
     encoder_path = artifacts / "encoder.ckpt"
-    export_encoder(trainer, trainer.header(), encoder_path)
+    export_encoder(trainer, trainer.checkpoint_header(), encoder_path)
     out["encoder_path"] = str(encoder_path)
     out["artifact_dir"] = str(artifacts)
     if downstream is None:

@@ -433,3 +433,38 @@ def test_progress_bar_goes_to_stderr(ptbxl_root, tmp_path, capsys):
     ingest("ptbxl", root, tmp_path / "out", workers=1, progress=True)
     captured = capsys.readouterr()
     assert "reading ptbxl" in captured.err and captured.out == ""
+
+
+# ------------------------------------------------------------------------------------------------ other layouts
+
+
+def test_code_and_chapman_layouts_ingest(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(5)
+    code = tmp_path / "code"
+    code.mkdir()
+    tracings = np.zeros((4, 4096, 12), dtype=np.float32)
+    for i, n in enumerate((4000, 2800, 4000, 2800)):
+        pad = (4096 - n) // 2
+        tracings[i, pad : pad + n] = rng.normal(0, 0.3, (n, 12))
+    with h5py.File(code / "ecg_tracings.hdf5", "w") as f:
+        f.create_dataset("tracings", data=tracings)
+    pd.DataFrame({"age": [30, 40, 50, 60], "sex": ["M", "F", "M", "F"]}).to_csv(code / "attributes.csv", index=False)
+    manifest = ingest("code15", code, tmp_path / "code_out", workers=1, progress=False)
+    _, df = _table(tmp_path / "code_out")
+    assert list(df.n_samples) == [1000, 700, 1000, 700] and manifest.n_records == 4  # 400 Hz → 100 Hz, padding gone
+    assert list(df.record_id) == ["test-00000", "test-00001", "test-00002", "test-00003"]
+
+    chapman = tmp_path / "chapman"
+    (chapman / "ECGData").mkdir(parents=True)
+    for i in range(3):
+        pd.DataFrame(rng.normal(0, 200, (5000, 12)), columns=list(DEFAULT_ORDER)).to_csv(
+            chapman / "ECGData" / f"MUSE_{i}.csv", index=False)
+    pd.DataFrame({"FileName": ["MUSE_0", "MUSE_1", "MUSE_2", "MUSE_9"], "Rhythm": ["SB", "SR", "AFIB", "SR"],
+                  "Beat": ["NONE"] * 4, "PatientAge": [1, 2, 3, 4], "Gender": ["MALE"] * 4}).to_csv(
+        chapman / "Diagnostics.csv", index=False)
+    manifest = ingest("chapman", chapman, tmp_path / "chapman_out", workers=1, progress=False)
+    assert manifest.n_records == 3 and manifest.quarantine[0]["record"] == "MUSE_9"  # listed, but no CSV
+    _, df = _table(tmp_path / "chapman_out")
+    assert set(df.n_samples) == {1000} and [list(x) for x in df.label_rhythm] == [["SB"], ["SR"], ["AFIB"]]

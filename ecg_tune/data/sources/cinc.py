@@ -59,7 +59,8 @@ class CincSource:
         headers = find_headers(root)
         if not headers:
             raise no_records(root, "CinC headers (*.hea)")
-        refs, seen = [], {}
+        refs: list[RecordRef] = []
+        seen: dict[str, str] = {}
         for hea in headers:
             # Record names are the challenge's ids and unique across its folders; a second copy
             # (e.g. the 2020 and 2021 releases side by side) is quarantined rather than merged.

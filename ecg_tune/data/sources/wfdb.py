@@ -293,7 +293,7 @@ class WfdbSource:
         return refs
 
     def _labels(self, root: Path) -> dict[str, list[str]]:
-        path = Path(self.label_csv)
+        path = Path(str(self.label_csv))
         path = path if path.is_absolute() else root / path
         if not path.is_file():
             raise DatasetError(f"{path}: label CSV is missing")
