@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -120,7 +121,8 @@ class ECGDataset:
                 "labelled_records": int(sum(1 for codes in column if len(codes))),
                 "most_common": [[code, n] for code, n in counts.most_common(5)],
             }
-        reasons = Counter(q["reason"].split(":")[0] for q in m.quarantine)
+        # Group reasons by their wording, without the quoted names and numbers that vary per record.
+        reasons = Counter(re.sub(r"'[^']*'|\d+", "_", q["reason"]).split(":")[0] for q in m.quarantine)
         return {
             "path": str(self.path),
             "source": m.source,

@@ -73,15 +73,16 @@ def signal_column(data: np.ndarray, lengths: np.ndarray) -> pa.Array:
 def build_table(rows: Sequence[dict[str, Any]], data: np.ndarray, sch: pa.Schema) -> pa.Table:
     """Rows (metadata dicts with the schema's non-signal fields, `labels` {set: codes}) + their signals."""
     lengths = np.array([r["n_samples"] for r in rows], dtype=np.int64)
-    columns: dict[str, Any] = {name: [r.get(name) for r in rows] for name in _SMALL_COLUMNS}
-    columns["signal_hash"] = [r["signal_hash"] for r in rows]
-    columns["signal"] = signal_column(data, lengths)
+    arrays = []
     for f in sch:
-        if f.name.startswith(LABEL_PREFIX):
-            s = f.name[len(LABEL_PREFIX) :]
-            columns[f.name] = [list(r["labels"].get(s, [])) for r in rows]
-    return pa.table({f.name: pa.array(columns[f.name], f.type) if f.name != "signal" else columns["signal"]
-                     for f in sch}, schema=sch)
+        if f.name == "signal":
+            arrays.append(signal_column(data, lengths))
+        elif f.name.startswith(LABEL_PREFIX):
+            label_set = f.name[len(LABEL_PREFIX) :]
+            arrays.append(pa.array([list(r["labels"].get(label_set, [])) for r in rows], f.type))
+        else:
+            arrays.append(pa.array([r.get(f.name) for r in rows], f.type))
+    return pa.Table.from_arrays(arrays, schema=sch)
 
 
 def _row_groups(lengths: np.ndarray, n_leads: int) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from ecg_tune.tune.report_data import SweepRecord
@@ -60,6 +61,7 @@ def plot_history(rec: SweepRecord, path: Path) -> Path | None:
                 best = y
             curve.append(best)
         ax.step(xs, curve, where="post", color="tab:red", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (start order)")
     ax.set_ylabel(rec.objective)
     ax.set_title(f"{rec.name}: optimisation history ({rec.mode} {rec.objective})")
@@ -157,6 +159,7 @@ def plot_learning_curves(rec: SweepRecord, path: Path) -> Path | None:
                 ax.plot(steps, values, marker="o", markersize=3, linewidth=1.6, label=t.trial_id)
             else:
                 ax.plot(steps, values, color="grey", alpha=0.4, linewidth=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.set_title(key)

@@ -63,7 +63,7 @@ def test_ptbxl_500hz_matches_its_own_100hz_version(ptbxl_root):
     """Our 500→100 Hz agrees with PTB-XL's 100 Hz files at least as well as plain resample_poly does."""
     db = pd.read_csv(ptbxl_root / "ptbxl_database.csv", index_col="ecg_id")
     ours, plain = [], []
-    for ecg_id in range(1, 51):
+    for ecg_id in range(1, 21):  # the pipeline test in test_ingest.py covers all 50
         hr, _ = wfdb.rdsamp(str(ptbxl_root / db.loc[ecg_id, "filename_hr"]))
         lr, _ = wfdb.rdsamp(str(ptbxl_root / db.loc[ecg_id, "filename_lr"]))
         mine = resample(hr.T, 500.0, 100.0)

@@ -126,13 +126,13 @@ class PtbxlSource:
         try:
             meta["labels"] = statements.label_sets(parse_scp_codes(row["scp_codes"]))
         except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
-            return RecordRef(rid, str(hea), meta, error=f"unparseable scp_codes in {where}: {e}")
+            return RecordRef(rid, where, meta, error=f"unparseable scp_codes: {e}")
         try:
             meta["fold"] = int(row["strat_fold"])
             if not 1 <= meta["fold"] <= 10:
                 raise ValueError
         except (TypeError, ValueError):
-            return RecordRef(rid, str(hea), meta, error=f"strat_fold {row['strat_fold']!r} in {where} is not 1-10")
+            return RecordRef(rid, where, meta, error=f"strat_fold {row['strat_fold']!r} is not 1-10")
         patient = row["patient_id"]
         meta["patient_id"] = None if _is_missing(patient) else str(int(float(patient)))
         meta["age_raw"] = row["age"]

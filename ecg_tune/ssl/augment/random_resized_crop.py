@@ -24,18 +24,24 @@ from ecg_tune.ssl.augment.base import Augmentation
 def interpolate_at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Linear interpolation of x (B, L, T) at fractional time indices pos (B, T_out) in [0, T-1].
 
-    The same positions are used for every lead of a sample. `torch.lerp` is exact at both ends of
-    each interval, so integer positions return input samples bit-for-bit.
+    The same positions are used for every lead of a sample. Integer positions return input samples
+    bit-for-bit.
+    """
+    left = pos.clamp(0, x.shape[-1] - 1).floor()
+    return lerp_at(x, left.long(), pos - left)
+
+
+def lerp_at(x: torch.Tensor, left: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    """x at time index `left` + `frac` (both (B, T_out); left in [0, T-1], frac in [0, 1)).
+
+    Indices are per (sample, time) and broadcast over leads, never materialised per lead.
+    `torch.lerp` returns its start value exactly when the weight is 0.
     """
     batch, leads, length = x.shape
-    pos = pos.clamp(0, length - 1)
-    left = pos.floor().long()
-    right = (left + 1).clamp(max=length - 1)  # at pos = T-1 both are T-1 and the weight is 0
-    frac = (pos - left.to(pos.dtype)).to(x.dtype).unsqueeze(1)
-    # Indices are built per (sample, time) and broadcast over leads, never materialised per lead.
+    right = (left + 1).clamp(max=length - 1)
     x0 = torch.gather(x, 2, left.unsqueeze(1).expand(batch, leads, -1))
     x1 = torch.gather(x, 2, right.unsqueeze(1).expand(batch, leads, -1))
-    return torch.lerp(x0, x1, frac.expand_as(x0))
+    return torch.lerp(x0, x1, frac.to(x.dtype).unsqueeze(1).expand_as(x0))
 
 
 @dataclass
@@ -72,22 +78,23 @@ class RandomResizedCrop(Augmentation):
         u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64)
         start = torch.minimum((u * (length - crop + 1)).long(), length - crop)
 
-        # Choose crop-2 of the T-2 interior positions without replacement: the first crop-2 entries of
-        # a random permutation. Integer keys: sorting them is ~2x faster on CPU than float keys, and
-        # 31 random bits make ties (which would only break arbitrarily) far rarer than float32's 24.
+        # Choose which output positions receive crop samples: both ends plus crop-2 of the T-2 interior
+        # positions without replacement, i.e. the `crop` smallest of random keys with the ends forced
+        # first. Integer keys: sorting them is ~2x faster on CPU than float keys, and 31 random bits
+        # make ties (which would only break arbitrarily) far rarer than float32's 24.
         keys = torch.randint(
-            0, 2**31 - 1, (batch, length - 2), generator=generator, device=dev, dtype=torch.int32
+            0, 2**31 - 1, (batch, length), generator=generator, device=dev, dtype=torch.int32
         )
-        perm = keys.argsort(dim=1)
-        taken = torch.arange(length - 2, device=dev).unsqueeze(0) < (crop - 2).unsqueeze(1)
-        interior = torch.zeros_like(taken).scatter(1, perm, taken)
-        ends = torch.ones(batch, 1, dtype=torch.bool, device=dev)
-        placed = torch.cat([ends, interior, ends], dim=1)  # (B, T): output positions holding crop samples
+        keys[:, 0] = -1
+        keys[:, -1] = -1
+        t = torch.arange(length, device=dev)
+        taken = t.unsqueeze(0) < crop.unsqueeze(1)
+        placed = torch.zeros_like(taken).scatter_(1, keys.argsort(dim=1), taken)  # (B, T)
 
-        t = torch.arange(length, device=dev).unsqueeze(0).expand(batch, -1)
-        prev = torch.where(placed, t, -1).cummax(dim=1).values
+        # Output j lies between the placed positions prev <= j <= next; prev holds crop sample
+        # `index` (count of placed positions up to j, minus 1), so j reads the crop at index + frac.
+        index = placed.cumsum(dim=1) - 1
+        prev = torch.where(placed, t, 0).cummax(dim=1).values
         nxt = torch.where(placed, t, length).flip(1).cummin(dim=1).values.flip(1)
-        crop_index = placed.long().cumsum(dim=1) - 1  # index (in the crop) of the sample placed at `prev`
-        frac = (t - prev).to(work.dtype) / (nxt - prev).clamp(min=1).to(work.dtype)
-        pos = (start.unsqueeze(1) + crop_index).to(work.dtype) + frac
-        return interpolate_at(work, pos).to(x.dtype)
+        frac = (t - prev).to(work.dtype) / (nxt - prev).clamp(min=1)
+        return lerp_at(work, start.unsqueeze(1) + index, frac).to(x.dtype)
