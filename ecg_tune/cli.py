@@ -37,7 +37,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.label_csv:
         options["label_csv"] = args.label_csv
     if args.resolution:
-        options["resolution"] = int(args.resolution)
+        options["which"] = int(args.resolution)
     ingest(args.source, args.root, args.out, fs=args.fs, workers=args.workers, lead_order=args.lead_order,
            records_per_shard=args.records_per_shard, progress=True, **options)
     print(format_summary(open_dataset(args.out).summary()))
@@ -92,7 +92,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     flat.update(_overrides(args.set))
     cfg = validate_flat(flat)
     result = run_pretraining(cfg, Path(args.out), progress=not args.quiet)
-    print(f"encoder checkpoint: {result.encoder_path}")
+    print(f"encoder checkpoint: {result.encoder}  (resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else f"encoder checkpoint: {result.encoder}")
     if getattr(result, "excluded_leakage", 0):
         print(f"excluded {result.excluded_leakage} pretraining records that are downstream val/test records")
     return 0

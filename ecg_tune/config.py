@@ -144,11 +144,11 @@ def to_flat(cfg: TrialConfig) -> dict[str, Any]:
             value = getattr(obj, f.name)
             if f.name == "params" and section in _OPEN_SECTIONS:
                 for k, v in sorted(value.items()):
-                    flat[f"{section}.{k}"] = v
+                    flat[f"{section}.{k}"] = _join(v) if isinstance(v, list | tuple) else v
             elif f.name == "params" and section == "augment":
                 for aug, params in sorted(value.items()):
                     for k, v in sorted(params.items()):
-                        flat[f"augment.{aug}.{k}"] = v
+                        flat[f"augment.{aug}.{k}"] = _join(v) if isinstance(v, list | tuple) else v
             elif isinstance(value, list):
                 flat[f"{section}.{f.name}"] = _join(value)
             else:

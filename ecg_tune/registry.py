@@ -29,6 +29,9 @@ class Registry(Mapping[str, Any]):
             self._cache[name] = getattr(importlib.import_module(module), attr)
         return self._cache[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 

@@ -97,7 +97,8 @@ def build_report(
     sections: list[Section] = []
     board = leaderboard(rec)
     board.to_csv(out / "leaderboard.csv", index=False)
-    sections.append(Section("Leaderboard", _leaderboard_intro(rec, board) + table_html(leaderboard_display(board), max_rows=LEADERBOARD_ROWS, table_id="leaderboard"), "leaderboard"))
+    shown = table_html(leaderboard_display(board), max_rows=LEADERBOARD_ROWS, table_id="leaderboard")
+    sections.append(Section("Leaderboard", _leaderboard_intro(rec) + shown, "leaderboard"))
 
     ablation = ablation_table(rec)
     if not ablation.empty:
@@ -147,7 +148,7 @@ def _paper_intro() -> str:
     )
 
 
-def _leaderboard_intro(rec: SweepRecord, board: pd.DataFrame) -> str:
+def _leaderboard_intro(rec: SweepRecord) -> str:
     counts = Counter(t.state for t in rec.trials)
     done = sum(t.complete for t in rec.trials)
     states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))

@@ -62,14 +62,14 @@ def leaderboard(rec: SweepRecord) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=["rank", "trial_id", "state", "epochs", "budget_complete", obj, "failure"])
+    # Finished trials with a value first, best first; then running, stopped and failed ones, unranked.
     ranked = (df["state"] == "finished") & df[obj].notna()
     sign = -1.0 if rec.mode == "max" else 1.0
-    df["_key"] = (~ranked).astype(int)
-    df["_value"] = sign * df[obj].astype(float)
-    df = df.sort_values(["_key", "_value"], na_position="last", kind="stable").drop(columns=["_key", "_value"])
+    df = df.assign(_unranked=~ranked, _key=sign * df[obj].astype(float))
+    df = df.sort_values(["_unranked", "_key"], kind="stable", na_position="last").drop(columns=["_unranked", "_key"])
     df = df.reset_index(drop=True)
-    ranked = (df["state"] == "finished") & df[obj].notna()
-    df["rank"] = pd.array([i + 1 if r else None for i, r in enumerate(ranked)], dtype="Int64")
+    n = int(ranked.sum())
+    df["rank"] = pd.array([*range(1, n + 1), *[None] * (len(df) - n)], dtype="Int64")
     return df
 
 

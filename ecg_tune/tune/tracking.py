@@ -57,18 +57,23 @@ def params_of(config: dict[str, Any]) -> list[Param]:
     return [Param(str(k)[:250], str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(config.items())]
 
 
-def ensure_experiment(client: MlflowClient, name: str) -> str:
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return client.create_experiment(name)
+    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list[Any]:
-    clauses = " and ".join(f"tags.`{k.replace('__', '.')}` = '{v}'" for k, v in tags.items())
+    clauses = " and ".join(f"tags.`{k.replace('__', '.')}` = '{_quote(v)}'" for k, v in tags.items())
     return client.search_runs([experiment_id], filter_string=clauses, max_results=1000)
+
+
+def _quote(value: str) -> str:
+    """Escape a value for an MLflow filter string (single quotes are doubled)."""
+    return str(value).replace("'", "''")
 
 
 class _Retrying:
