@@ -185,6 +185,12 @@ def _init_ray(address: str | None, spec: SweepSpec) -> None:
                                "running there, and is the port open from this machine?") from None
     if "RAY_AUTH_MODE" not in os.environ and ("RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ):
         os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray caches its config at import: refresh it, as Ray's own token setup does (ray 2.60)
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:  # pragma: no cover - a future Ray may read the variable lazily
+            pass
         log.info("RAY_AUTH_TOKEN given and RAY_AUTH_MODE unset: connecting with RAY_AUTH_MODE=token")
     try:
         ray.init(address=address, **kwargs)
