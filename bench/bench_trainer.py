@@ -4,11 +4,13 @@ Both loops train SimCLR + xresnet1d50 (paper defaults, augmentations RandomResiz
 batches of 256 x 12 leads x 250 samples. The bare loop gets its batches pre-built and does only
 augment -> training_step -> zero_grad -> backward -> step; the Trainer additionally gathers windows
 from the store, steps the lr schedule, calls the method hooks, accumulates metrics and checks the loss.
-Rounds alternate between the two loops so that drifting machine load hits both alike; the table shows
-the median and the minimum over rounds. Target: Trainer within 5% of the bare loop.
+Rounds alternate between the two loops (one step each by default) so that drifting machine load hits
+both alike; the table shows the median and minimum over rounds and the median of the per-round
+ratios. Target: Trainer within 5% of the bare loop.
 
-    .venv/bin/python bench/bench_trainer.py            # CPU, 4 steps x 3 rounds
-    .venv/bin/python bench/bench_trainer.py --device cuda --steps 50
+    .venv/bin/python bench/bench_trainer.py                      # CPU, 1 step x 10 rounds
+    .venv/bin/python bench/bench_trainer.py --threads 1          # on a busy shared box
+    .venv/bin/python bench/bench_trainer.py --device cuda --steps 20 --rounds 5
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=4, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--precision", default="fp32", help="trainer precision (the bare loop matches it)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     store = random_store(args.batch_size * 2, 1000, seed=0)
     cfg = TrialConfig.from_flat(
@@ -96,6 +101,7 @@ def main() -> None:
         ours.append(trainer_round())
 
     ref = statistics.median(bare)
+    paired = statistics.median(o / b for o, b in zip(ours, bare))
     print(
         f"device {device}, threads {torch.get_num_threads()}, batch {args.batch_size}x12x250, "
         f"{args.steps} steps x {args.rounds} rounds, precision {trainer.precision}"
@@ -104,6 +110,7 @@ def main() -> None:
     for name, times in (("bare PyTorch loop", bare), ("Trainer", ours)):
         med = statistics.median(times)
         print(f"| {name} | {med * 1e3:.1f} | {min(times) * 1e3:.1f} | {med / ref:.3f} |")
+    print(f"median of per-round ratios Trainer/bare: {paired:.3f}")
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         time_budget_s=spec.budget.time_budget_s,
         trial_dirname_creator=_short_trial_name,
         trial_name_creator=_short_trial_name,
-        reuse_actors=False,
+        reuse_actors=True,  # trial overhead ~0.3 s instead of ~3 s: no new process + torch import per trial
     )
     run_config = tune.RunConfig(
         name=spec.name,
