@@ -111,6 +111,12 @@ def main() -> None:
         med = statistics.median(times)
         print(f"| {name} | {med * 1e3:.1f} | {min(times) * 1e3:.1f} | {med / ref:.3f} |")
     print(f"median of per-round ratios Trainer/bare: {paired:.3f}")
+    # The Trainer's main extra work, timed alone (noise-free even on a busy machine).
+    sync(device)
+    start = time.perf_counter()
+    n = sum(1 for _ in range(5) for _ in trainer.batches.epoch(0))
+    sync(device)
+    print(f"window gather alone: {(time.perf_counter() - start) / n * 1e3:.2f} ms/batch")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ both modes yield the same windows for the same seed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -98,8 +99,10 @@ class WindowBatches:
             self._targets = kept.to(self.device)
         self._pin = self.device.type == "cuda" and not resident
         if resident:
-            self._data = torch.from_numpy(store.data).to(self.device)  # int16 (time, leads), once
-            self._offsets = torch.from_numpy(store.offsets).to(self.device)
+            with warnings.catch_warnings():
+                # A shared (read-only) store array is only read here: torch's warning does not apply.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                self._data = torch.from_numpy(store.data).to(self.device)  # int16 (time, leads), once
             self._steps = torch.arange(self.window, device=self.device)
             self._leads = None if self.lead_indices is None else torch.from_numpy(self.lead_indices).to(self.device)
 
@@ -108,10 +111,6 @@ class WindowBatches:
             return self.steps_per_epoch
         n = len(self.indices)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    @property
-    def windows_per_epoch(self) -> int:
-        return min(len(self) * self.batch_size, self._order_length())
 
     def _order_length(self) -> int:
         if self.steps_per_epoch > 0:

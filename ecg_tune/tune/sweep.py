@@ -164,7 +164,8 @@ def _init_ray(address: str | None, spec: SweepSpec) -> None:
         except AttributeError:  # not on Linux
             num_cpus = os.cpu_count() or 1
         try:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            # "local": never join a cluster that `ray start` left in /tmp/ray/ray_current_cluster.
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
         except Exception as exc:
             raise EcgTuneError(f"could not start a local Ray instance: {exc}") from exc
         return

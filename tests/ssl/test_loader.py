@@ -120,8 +120,10 @@ def test_steps_per_epoch_draws_from_fresh_permutations() -> None:
     assert len(records) == 40 and sorted(records[:20]) == list(range(20)) and sorted(records[20:]) == list(range(20))
 
 
+@pytest.mark.filterwarnings("error")
 def test_resident_mode_gives_the_same_batches() -> None:
     store = labelled_store(LENGTHS)
+    store.data.setflags(write=False)  # as when shared zero-copy between processes
     idx = np.arange(2, 20)
     targets = np.random.default_rng(0).random((18, 4)).astype(np.float32)
     kw = dict(window=16, batch_size=5, seed=7, lead_indices=[1, 2], normalization=([0.5, 1.0], [2.0, 3.0]), targets=targets)
@@ -142,3 +144,13 @@ def test_cuda_batches_match_cpu(resident: bool) -> None:
     for a, b in zip(cpu.epoch(3), gpu.epoch(3), strict=True):
         assert b.x.device.type == "cuda"
         assert torch.allclose(a.x, b.x.cpu(), rtol=0, atol=1e-6)
+
+
+def test_flat_lead_is_only_centred() -> None:
+    store = labelled_store(LENGTHS)
+    batches = WindowBatches(store, np.arange(20), window=16, batch_size=4, seed=0, normalization=([1.0] * 3, [2.0, 0.0, 1.0]))
+    raw = WindowBatches(store, np.arange(20), window=16, batch_size=4, seed=0)
+    b, r = next(batches.epoch(0)), next(raw.epoch(0))
+    assert torch.allclose(b.x[:, 1], r.x[:, 1] - 1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        WindowBatches(store, np.arange(20), window=16, batch_size=4, seed=0, normalization=([0.0] * 3, [1.0, -1.0, 1.0]))
