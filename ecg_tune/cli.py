@@ -129,7 +129,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from ecg_tune.tune.sweep import print_leaderboard, resume_sweep
 
     result = resume_sweep(args.sweep, storage=args.storage, address=args.address)
-    print_leaderboard(result.leaderboard, "probe_auc")
+    print_leaderboard(result.leaderboard, result.metric)
     _where_to_look(result)
     return 1 if result.errors else 0
 

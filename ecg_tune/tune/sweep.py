@@ -59,6 +59,7 @@ class SweepResult:
     leaderboard: Any  # pandas DataFrame
     errors: int
     best_model_uri: str | None
+    metric: str = "probe_auc"
 
 
 def _storage_root(storage: str | None) -> str:
@@ -393,7 +394,7 @@ def _finish(spec: SweepSpec, settings: SweepSettings, grid: Any) -> SweepResult:
         client.log_artifact(settings.parent_run_id, str(board_path))
     except Exception as exc:
         log.warning("could not log the leaderboard: %s", exc)
-    return SweepResult(settings, board, errors, model_uri)
+    return SweepResult(settings, board, errors, model_uri, spec.objective.metric)
 
 
 def leaderboard(grid: Any, spec: SweepSpec) -> Any:

@@ -1,0 +1,66 @@
+"""Optuna is told early-stopped trials as PRUNED, never as completed low-budget observations."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+from ecg_tune.tune.searcher import FULL_BUDGET_KEY, make_scheduler, make_searcher
+from ecg_tune.tune.spaces import parse_spec
+
+SPEC = {
+    "name": "s",
+    "data": {"pretrain": ["/d"], "downstream": "/d"},
+    "budget": {"trials": 6, "max_epochs": 4, "grace_period": 1},
+    "searcher": {"sampler": "tpe", "seed": 0, "n_startup_trials": 2},
+    "space": {"method.name": {"branch": {"simclr": {"method.temperature": {"float": [0.1, 1.0]}}, "byol": {}}},
+              "optim.lr": {"float": [1e-4, 1e-2], "log": True}},
+}
+
+
+def states(searcher) -> list[optuna.trial.TrialState]:
+    return [t.state for t in searcher._ot_study.get_trials(deepcopy=False)]
+
+
+def test_stopped_trials_are_pruned_full_budget_trials_complete() -> None:
+    searcher = make_searcher(parse_spec(SPEC))
+    configs = {tid: searcher.suggest(tid) for tid in ("a", "b", "c", "d")}
+    assert all("optim.lr" in c and "train.epochs" in c for c in configs.values())
+    for epoch in (1, 2):
+        searcher.on_trial_result("a", {"probe_auc": 0.6 + epoch / 100, "epoch": epoch})
+        searcher.on_trial_result("b", {"probe_auc": 0.7, "epoch": epoch})
+    searcher.on_trial_complete("a", {"probe_auc": 0.62, "epoch": 2})  # ASHA stopped it at epoch 2
+    searcher.on_trial_complete("b", {"probe_auc": 0.8, "epoch": 4, FULL_BUDGET_KEY: 1.0})
+    searcher.on_trial_complete("c", None, error=True)
+    searcher.on_trial_complete("d", {"probe_auc": 0.0, "epoch": 1, "failure_reason": "nan"})
+    trials = {t.number: t for t in searcher._ot_study.get_trials(deepcopy=False)}
+    assert [trials[i].state.name for i in range(4)] == ["PRUNED", "COMPLETE", "FAIL", "PRUNED"]
+    assert trials[0].intermediate_values == {1: 0.61, 2: 0.62}  # kept, but not a final value
+    assert trials[1].value == 0.8  # (a pruned trial carries its last intermediate value, as in Optuna)
+    # Only the full-budget trial counts as an observation for the sampler.
+    completed = searcher._ot_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert [t.value for t in completed] == [0.8]
+
+
+def test_searcher_state_pickles_and_keeps_proposing_the_same_configs() -> None:
+    a = make_searcher(parse_spec(SPEC))
+    b = pickle.loads(pickle.dumps(a))  # what Tuner.restore does with the searcher state
+    for tid in ("t1", "t2", "t3"):
+        assert a.suggest(tid) == b.suggest(tid)
+
+
+@pytest.mark.parametrize(("name", "cls"), [("asha", ASHAScheduler), ("hyperband", HyperBandScheduler), ("fifo", FIFOScheduler)])
+def test_schedulers_use_epochs_as_time(name: str, cls: type) -> None:
+    sched = make_scheduler(parse_spec({**SPEC, "scheduler": name}))
+    assert isinstance(sched, cls)
+    if name != "fifo":
+        assert sched._time_attr == "epoch"
+
+
+def test_ablation_always_runs_full_budget() -> None:
+    spec = parse_spec({**SPEC, "space": {}, "scheduler": "asha",
+                       "ablation": {"baseline": {"method.name": "simclr"}, "factors": {"optim.lr": [0.1]}}})
+    assert isinstance(make_scheduler(spec, ablation=True), FIFOScheduler)
