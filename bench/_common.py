@@ -12,6 +12,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -122,17 +123,41 @@ def self_cpu() -> float:
 
 def run_timed(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
               timeout: float = 3600) -> tuple[float, float, float, str]:
-    """Run a subprocess to completion: (wall s from exec to exit, CPU s of it and its children,
-    peak RSS in MiB of the largest process in its tree (ru_maxrss of waited children), output)."""
-    before = children_cpu()
+    """Run a subprocess to completion: (wall s from exec to exit, CPU s of it and its waited-for
+    children, peak RSS in MiB of the largest process of its tree, output).
+
+    `os.wait4` gives the resource usage of exactly this child (and its reaped descendants), so
+    numbers do not leak between runs the way RUSAGE_CHILDREN's running maximum would.
+    """
+    out = tempfile.TemporaryFile()
     start = time.perf_counter()
-    proc = subprocess.run(list(cmd), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    deadline = start + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.005)
     wall = time.perf_counter() - start
-    cpu = children_cpu() - before
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    text = out.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return wall, cpu, peak, proc.stdout + proc.stderr
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-4000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text
+
+
+def bench_env(**extra: str) -> dict[str, str]:
+    """Environment for benchmark subprocesses: bytecode caching on (in a /tmp prefix, so nothing is
+    written into the repository), as an installed package would have it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "ecg-tune-bench-pycache")
+    env.update(extra)
+    return env
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import PYTHON, LoadSampler, header, run_timed, table, verdict
+from _common import PYTHON, LoadSampler, bench_env, header, run_timed, table, verdict
 
 DEFAULT_SAMPLE = "/work/shared/data/ptb-xl-sample"
 
@@ -92,7 +92,7 @@ def main() -> None:
     script = work / "rdsamp_loop.py"
     script.write_text(BASELINE)
     cores = len(os.sched_getaffinity(0))
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = bench_env()
 
     def ours() -> tuple[float, float, float]:
         dest = work / "out-prepare"

@@ -19,6 +19,9 @@
 #   database password   PGPASSWORD, a PGPASSFILE, or the systemd credential `mlflow-db-password`
 #   admin password      MLFLOW_AUTH_ADMIN_PASSWORD or the systemd credential `mlflow-admin-password`;
 #                       read once, when the auth database is still empty (MLflow's bootstrap).
+#   CSRF signing key    MLFLOW_FLASK_SERVER_SECRET_KEY or the credential `mlflow-flask-secret-key`
+#                       (default: random per start; servers sharing a name must share the key)
+# basic auth needs the mlflow[auth] extra (Flask-WTF).
 set -euo pipefail
 
 die() { echo "mlflow-server.sh: $*" >&2; exit 2; }
@@ -46,6 +49,7 @@ esac
 if [[ -n "${CREDENTIALS_DIRECTORY:-}" ]]; then
   [[ -z "${PGPASSWORD:-}" && -r "$CREDENTIALS_DIRECTORY/mlflow-db-password" ]] && PGPASSWORD=$(<"$CREDENTIALS_DIRECTORY/mlflow-db-password") && export PGPASSWORD
   [[ -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" && -r "$CREDENTIALS_DIRECTORY/mlflow-admin-password" ]] && MLFLOW_AUTH_ADMIN_PASSWORD=$(<"$CREDENTIALS_DIRECTORY/mlflow-admin-password") && export MLFLOW_AUTH_ADMIN_PASSWORD
+  [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" && -r "$CREDENTIALS_DIRECTORY/mlflow-flask-secret-key" ]] && MLFLOW_FLASK_SERVER_SECRET_KEY=$(<"$CREDENTIALS_DIRECTORY/mlflow-flask-secret-key") && export MLFLOW_FLASK_SERVER_SECRET_KEY
 fi
 
 case "$MLFLOW_ARTIFACTS_DESTINATION" in
@@ -79,6 +83,13 @@ admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
     export MLFLOW_AUTH_CONFIG_PATH="$runtime/basic_auth.ini"
+    # The auth app signs its CSRF tokens with this key. Several servers behind one name must share it
+    # (give it as a secret); for one server a fresh random key per start is fine (UI forms opened
+    # before a restart must be reloaded).
+    if [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]]; then
+      MLFLOW_FLASK_SERVER_SECRET_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+      export MLFLOW_FLASK_SERVER_SECRET_KEY
+    fi
     args+=(--app-name basic-auth)
     ;;
   none)

@@ -137,6 +137,7 @@ class ECGDataset:
             "quarantine": {"count": len(m.quarantine), "reasons": dict(reasons.most_common()), "examples": m.quarantine[:5]},
             "clipped_samples": m.clipped_samples,
             "flat_leads": m.flat_leads,
+            "notes": {"count": len(m.notes), "examples": m.notes[:5]},
             "shards": len(m.shards),
             "store_bytes": self.store.nbytes,
         }
@@ -159,7 +160,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"labels    {name}{mark}: {s['classes']} classes, {s['labelled_records']} labelled records; {common}")
     q = summary["quarantine"]
     lines.append(f"quarantine {q['count']} record(s)" + (": " + ", ".join(f"{r} ({n})" for r, n in q["reasons"].items()) if q["count"] else ""))
-    lines.append(f"clipped   {summary['clipped_samples']} sample(s); flat leads {summary['flat_leads']}")
+    notes = summary.get("notes", {}).get("count", 0)
+    lines.append(f"clipped   {summary['clipped_samples']} sample(s); flat leads {summary['flat_leads']}"
+                 + (f" ({notes} record(s) named in manifest.json notes)" if notes else ""))
     return "\n".join(lines)
 
 
@@ -225,7 +228,10 @@ def _fetch(filesystem: pafs.FileSystem, base: str, cache: Path) -> Path:
     return local
 
 
-def _read_shard(path: Path, entry: dict[str, Any], columns: list[str] | None, verify: bool) -> pa.Table:
+def _read_shard(
+    path: Path, entry: dict[str, Any], columns: list[str] | None, verify: bool, exclude: tuple[str, ...] = ()
+) -> pa.Table:
+    """The shard's `columns` (default: all but `exclude`), after checking its sha256 if `verify`."""
     try:
         payload = path.read_bytes()
     except FileNotFoundError:
@@ -233,7 +239,13 @@ def _read_shard(path: Path, entry: dict[str, Any], columns: list[str] | None, ve
     if verify and hashlib.sha256(payload).hexdigest() != entry["sha256"]:
         raise DatasetError(f"{path}: sha256 does not match the manifest (corrupt or modified shard)")
     try:
-        return pq.read_table(pa.BufferReader(payload), columns=columns)
+        source = pa.BufferReader(payload)
+        if columns is None and exclude:
+            # Only the columns needed: decompressing the signal column here and dropping it would
+            # double the work of opening a dataset (the signals are read once, in pass 2).
+            columns = [n for n in pq.read_schema(source).names if n not in exclude]
+            source = pa.BufferReader(payload)
+        return pq.read_table(source, columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise DatasetError(f"{path}: not a readable Parquet shard ({e})") from None
 
@@ -246,10 +258,10 @@ def _open_local(path: Path) -> ECGDataset:
     # Pass 1: verify every shard and read its small columns; pass 2 copies signals into one array.
     tables = []
     for entry in manifest.shards:
-        table = _read_shard(path / entry["file"], entry, None, verify=True)
+        table = _read_shard(path / entry["file"], entry, None, verify=True, exclude=("signal",))
         if table.num_rows != entry["rows"]:
             raise DatasetError(f"{path / entry['file']}: {table.num_rows} rows, the manifest says {entry['rows']}")
-        tables.append(table.drop_columns(["signal"]))
+        tables.append(table)
     meta = pa.concat_tables(tables) if tables else None
     lengths = np.asarray(meta.column("n_samples"), dtype=np.int64) if meta is not None else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths

@@ -82,20 +82,24 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
     if record.fold is not None and not (isinstance(record.fold, int | np.integer) and 1 <= record.fold <= 10):
         raise RecordError(path, f"fold {record.fold!r} is not 1-10")
     rows = [names.index(lead) for lead in target.lead_names]
-    x = np.asarray(signal[rows], dtype=np.float64)
-    if (signs[rows] < 0).any():
-        x *= signs[rows, None]
-    if not np.isfinite(x).all():
-        leads = [target.lead_names[i] for i in np.nonzero(~np.isfinite(x).all(axis=1))[0]]
-        raise RecordError(path, f"NaN or infinite samples in lead(s) {', '.join(leads)}")
-    x = resample(x, fs, target.fs)
-    if x.shape[1] == 0:
-        raise RecordError(path, f"record of {signal.shape[1]} samples at {fs:g} Hz is too short for {target.fs:g} Hz")
-    q = np.rint(x * target.units_per_mv)
+    flip = signs[rows] < 0
+    if fs == target.fs:
+        q, lo, hi = _quantise_same_rate(signal, rows, flip, target.units_per_mv, path, target.lead_names)
+    else:
+        x = np.asarray(signal[rows], dtype=np.float64)
+        if flip.any():
+            x *= signs[rows, None]
+        _check_finite(x, path, target.lead_names)
+        x = resample(x, fs, target.fs)
+        if x.shape[1] == 0:
+            raise RecordError(path, f"record of {signal.shape[1]} samples at {fs:g} Hz is too short for {target.fs:g} Hz")
+        q = np.rint(x * target.units_per_mv)
+        lo, hi = q.min(axis=1), q.max(axis=1)
     clipped = 0
-    if q.min() < -32768 or q.max() > 32767:
+    if lo.min() < -32768 or hi.max() > 32767:
         clipped = int(np.count_nonzero((q < -32768) | (q > 32767)))
         np.clip(q, -32768, 32767, out=q)
+        lo, hi = np.clip(lo, -32768, 32767), np.clip(hi, -32768, 32767)
     # Statistics on the lead-major float copy (contiguous rows are fast); the sums are integers, exact
     # in float64 up to 2**53, i.e. for records below ~8 million samples per lead.
     if q.shape[1] * 32768.0**2 < 2.0**53:
@@ -103,8 +107,16 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
     else:
         wide = q.astype(np.int64)
         sums, squares = wide.sum(axis=1), (wide * wide).sum(axis=1)
-    flat = int(np.count_nonzero(q.max(axis=1) == q.min(axis=1)))
-    data = q.astype("<i2").T.copy()  # time-major (n_samples, leads), C order
+    flat_rows = np.nonzero(hi == lo)[0]
+    if len(flat_rows) == len(target.lead_names):
+        raise RecordError(path, f"every lead is flat (constant over all {q.shape[1]} samples): no signal")
+    flat = len(flat_rows)
+    notes = []  # kept, but worth a look: named in the manifest's `notes`
+    if flat:
+        notes.append(f"flat (constant) lead(s) {', '.join(target.lead_names[i] for i in flat_rows)}")
+    if clipped:
+        notes.append(f"{clipped} sample(s) beyond ±{32767 / target.units_per_mv:g} mV clipped")
+    data = np.ascontiguousarray(q.T, dtype="<i2")  # time-major (n_samples, leads), C order; one pass
     row = {
         "record_id": str(record.record_id),
         "source": str(record.source),
@@ -112,17 +124,46 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
         "patient_id": None if record.patient_id in (None, "") else str(record.patient_id),
         "fs": float(target.fs),
         "n_samples": int(data.shape[0]),
-        "signal_hash": hashlib.sha256(data.tobytes()).hexdigest(),
+        "signal_hash": hashlib.sha256(data).hexdigest(),  # C-contiguous: hashed without a copy
         "fold": None if record.fold is None else int(record.fold),
         "age": None if record.age is None or not np.isfinite(record.age) else float(record.age),
         "sex": record.sex if record.sex in ("M", "F") else None,
         "labels": _labels(record.labels, path),
         "clipped": clipped,
         "flat": flat,
+        "notes": [{"record": str(record.record_id), "path": str(path), "note": n} for n in notes],
         "sum": [int(v) for v in sums],
         "sumsq": [int(v) for v in squares],
     }
     return row, data
+
+
+def _check_finite(x: np.ndarray, path: str, lead_names: Sequence[str]) -> None:
+    if not np.isfinite(x).all():
+        leads = [lead_names[i] for i in np.nonzero(~np.isfinite(x).all(axis=1))[0]]
+        raise RecordError(path, f"NaN or infinite samples in lead(s) {', '.join(leads)}")
+
+
+def _quantise_same_rate(
+    signal: np.ndarray, rows: list[int], flip: np.ndarray, units_per_mv: float, path: str, lead_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rint(signal[rows] * signs * units_per_mv) as float64 (leads, time), with per-lead min and max.
+
+    The common case (no resampling) in few passes over the data: one multiply into a new array, one
+    rint in place, one min and one max per lead, which also reveal NaN and infinities (they propagate
+    into the extremes), so no separate isfinite pass is needed on finite input.
+    """
+    src = signal if rows == list(range(signal.shape[0])) else signal[rows]
+    q = np.multiply(src, units_per_mv, dtype=np.float64, order="C")  # lead-major rows: fast reductions
+    if flip.any():
+        q[flip] *= -1.0
+    np.rint(q, out=q)
+    lo, hi = q.min(axis=1), q.max(axis=1)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        # NaN/inf in the input, or finite values so large that they overflowed when scaled (those are
+        # clipped like any other out-of-range value, as on the resampling path).
+        _check_finite(np.asarray(src, dtype=np.float64), path, lead_names)
+    return q, lo, hi
 
 
 def _labels(labels: Mapping[str, Sequence[str]], path: str) -> dict[str, list[str]]:
@@ -285,9 +326,12 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
 
 
 class _Runner:
-    def __init__(self, workers: int, progress: bool):
+    def __init__(self, workers: int, progress: bool, preload_scipy: bool = True):
         self.workers = workers
         self.progress = progress
+        # Import scipy.signal before forking only when records will be resampled: the import costs
+        # 1-1.5 s of serial start-up, wasted on corpora already at the target rate.
+        self.preload_scipy = preload_scipy
         self._pool: Executor | None = None
 
     def __enter__(self) -> _Runner:
@@ -316,7 +360,8 @@ class _Runner:
 
     def _start_pool(self, n_tasks: int) -> Executor:
         if self._pool is None:
-            import scipy.signal  # noqa: F401  (forked workers inherit it instead of each importing it, ~1-3 s)
+            if self.preload_scipy:
+                import scipy.signal  # noqa: F401  (forked workers inherit it instead of each importing it, ~1-3 s)
 
             self._pool = ProcessPoolExecutor(max_workers=min(self.workers, n_tasks))
             self._pool.submit(os.getpid).result()  # starts every worker now
@@ -407,9 +452,10 @@ def ingest(
         "fold_seed": fold_seed, "records": hashlib.sha256("\n".join(r.record_id for r in refs).encode()).hexdigest(),
     }
     journal = Journal.start(out, settings)
+    _remove_stale_temp_files(out)
     layout = [refs[k : k + records_per_shard] for k in range(0, len(refs), records_per_shard)]
     pieces = [[chunk[p : p + PIECE] for p in range(0, len(chunk), PIECE)] for chunk in layout]
-    with _Runner(workers or _default_workers(), progress) as runner:
+    with _Runner(workers or _default_workers(), progress, preload_scipy=_resampling_likely(src, refs, target)) as runner:
         valid = {k for k in range(len(pieces)) if _shard_valid(journal, k, len(pieces[k]))}
         while True:
             tasks = [
@@ -428,6 +474,18 @@ def ingest(
             out, journal, runner, pieces=[len(p) for p in pieces], rows=rows, quarantine=quarantine, valid=valid,
             target=target, source=source, source_version=version, default_label_set=src.default_label_set,
         )
+
+
+def _resampling_likely(src: Source, refs: Sequence[RecordRef], target: Target) -> bool:
+    """Whether the first readable record is at another rate than the target (then the workers will
+    need scipy.signal). A guess, not a promise: a mixed-rate corpus whose first record is at the
+    target rate still resamples the others correctly, its workers just import scipy themselves."""
+    for ref in refs[:5]:
+        try:
+            return float(src.read(ref).fs) != target.fs
+        except Exception:  # an unreadable record is quarantined later; try the next one
+            continue
+    return True
 
 
 def write_dataset(
@@ -450,6 +508,7 @@ def write_dataset(
     target = _check_settings(fs, records_per_shard, lead_order)
     out = Path(out)
     journal = Journal.start(out, {"write_dataset": source}, resume=False)
+    _remove_stale_temp_files(out)
     sizes = [min(PIECE, records_per_shard - s) for s in range(0, records_per_shard, PIECE)]  # pieces of a shard
     n_pieces: list[int] = []  # per shard
     seen: set[str] = set()
@@ -613,6 +672,7 @@ def _finish(
         n_records=len(flat),
         clipped_samples=sum(r["clipped"] for r in flat),
         flat_leads=sum(r["flat"] for r in flat),
+        notes=[{**n, "record": r["record_id"]} for r in flat for n in r.get("notes", [])],
         signal_encoding={"dtype": "int16", "units_per_mv": target.units_per_mv, "layout": "time-major"},
     )
     _save_manifest(out / MANIFEST, manifest)
@@ -620,7 +680,31 @@ def _finish(
 
 
 def _shard_row(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in ("sum", "sumsq", "clipped", "flat")}
+    return {k: v for k, v in row.items() if k not in ("sum", "sumsq", "clipped", "flat", "notes")}
+
+
+_TEMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp$")  # shards.atomic_write's `.<name>.<pid>.tmp`
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Delete the temp files a killed run left (shards, journal, manifest), unless their writer still runs."""
+    for folder in (out, out / shard_io.SHARD_DIR, out / JOURNAL):
+        for path in folder.iterdir() if folder.is_dir() else []:
+            m = _TEMP_FILE.match(path.name)
+            if m and path.is_file() and not _alive(int(m.group(1))):
+                path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has no write in flight while ingest starts
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _remove_stale_shards(out: Path, keep: set[str]) -> None:

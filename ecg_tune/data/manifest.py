@@ -37,6 +37,7 @@ class Manifest:
     n_records: int
     clipped_samples: int = 0
     flat_leads: int = 0  # leads that are constant over a whole record (allowed, but worth knowing)
+    notes: list[dict[str, str]] = field(default_factory=list)  # [{"record", "path", "note"}]: flat leads, clipping
     signal_encoding: dict[str, Any] = field(
         default_factory=lambda: {"dtype": "int16", "units_per_mv": 1000.0, "layout": "time-major"}
     )

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 import ecg_tune
+from ecg_tune.config import TrialConfig
 from ecg_tune.errors import CheckpointError
 from ecg_tune.ssl.encoders import build_encoder
 from ecg_tune.ssl.encoders.base import Encoder
@@ -107,6 +108,49 @@ class Checkpoint:
 
 
 # --- writing -----------------------------------------------------------------------------------------
+
+
+def _params_dict(params: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        return dataclasses.asdict(params)
+    return dict(params or {})
+
+
+def run_header(
+    cfg: TrialConfig,
+    method: Method,
+    fs: float,
+    window: int,
+    lead_names: Sequence[str],
+    normalization: tuple[Sequence[float], Sequence[float]] | None,
+    *,
+    label_vocabulary: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The header of a training run's checkpoints (save_checkpoint adds format, versions, time; the
+    trainer adds epoch, step and metrics)."""
+    encoder = method.encoder
+    return {
+        "method": {"name": cfg.method.name, "params": _params_dict(method.params)},
+        "encoder": {
+            "name": cfg.encoder.name,
+            "params": _params_dict(encoder.params),
+            "n_leads": len(lead_names),
+            "input_length": window,
+            "feature_dim": int(encoder.feature_dim),
+        },
+        "preprocessing": {
+            "fs": float(fs),
+            "window": window,
+            "lead_names": list(lead_names),
+            "normalization": None
+            if normalization is None
+            else {"mean": [float(v) for v in normalization[0]], "std": [float(v) for v in normalization[1]]},
+            "units": "mV",
+        },
+        "label_set": cfg.data.label_set if label_vocabulary is not None else None,
+        "label_vocabulary": list(label_vocabulary) if label_vocabulary is not None else None,
+        "config": cfg.to_flat(),
+    }
 
 
 def save_checkpoint(path: str | os.PathLike[str], header: dict[str, Any], states: dict[str, Any]) -> Path:

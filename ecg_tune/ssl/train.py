@@ -32,7 +32,7 @@ from ecg_tune.data.store import SignalStore
 from ecg_tune.errors import CheckpointError, ConfigError, EcgTuneError
 from ecg_tune.ssl.augment import build_pipeline
 from ecg_tune.ssl.augment.base import Pipeline
-from ecg_tune.ssl.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ecg_tune.ssl.checkpoint import Checkpoint, load_checkpoint, run_header, save_checkpoint
 from ecg_tune.ssl.encoders import build_encoder
 from ecg_tune.ssl.loader import WindowBatches
 from ecg_tune.ssl.methods import METHODS, build_method
@@ -411,48 +411,6 @@ def _fits_on_device(store: SignalStore, device: torch.device) -> bool:
         return False
     free, _ = torch.cuda.mem_get_info(device)
     return store.nbytes < _RESIDENT_MAX_FRACTION * free
-
-
-def _params_dict(params: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(params) and not isinstance(params, type):
-        return dataclasses.asdict(params)
-    return dict(params or {})
-
-
-def run_header(
-    cfg: TrialConfig,
-    method: Method,
-    fs: float,
-    window: int,
-    lead_names: Sequence[str],
-    normalization: tuple[Sequence[float], Sequence[float]] | None,
-    *,
-    label_vocabulary: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """The self-description a checkpoint of this run carries (see ecg_tune.ssl.checkpoint)."""
-    encoder = method.encoder
-    return {
-        "method": {"name": cfg.method.name, "params": _params_dict(method.params)},
-        "encoder": {
-            "name": cfg.encoder.name,
-            "params": _params_dict(encoder.params),
-            "n_leads": len(lead_names),
-            "input_length": window,
-            "feature_dim": int(encoder.feature_dim),
-        },
-        "preprocessing": {
-            "fs": float(fs),
-            "window": window,
-            "lead_names": list(lead_names),
-            "normalization": None
-            if normalization is None
-            else {"mean": [float(v) for v in normalization[0]], "std": [float(v) for v in normalization[1]]},
-            "units": "mV",
-        },
-        "label_set": cfg.data.label_set if label_vocabulary is not None else None,
-        "label_vocabulary": list(label_vocabulary) if label_vocabulary is not None else None,
-        "config": cfg.to_flat(),
-    }
 
 
 @contextlib.contextmanager

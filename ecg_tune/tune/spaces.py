@@ -564,6 +564,15 @@ def subset_flag(key: str, option: str) -> str:
     return f"{key}?{option}"
 
 
+GRID_KEY = "cell"  # ablation trials get their whole flat config under this key (a tune.grid_search value)
+
+
+def unwrap(config: dict[str, Any]) -> dict[str, Any]:
+    """A Ray trial config as one flat dict, whether it came from the searcher or an ablation grid."""
+    cell = config.get(GRID_KEY)
+    return {**{k: v for k, v in config.items() if k != GRID_KEY}, **cell} if isinstance(cell, dict) else config
+
+
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
     """The flat TrialConfig keys of a Ray trial config (drops subset switches and private keys)."""
-    return {k: v for k, v in config.items() if "?" not in k and not k.startswith("_")}
+    return {k: v for k, v in unwrap(config).items() if "?" not in k and not k.startswith("_")}

@@ -20,7 +20,7 @@ from typing import Any
 
 import ecg_tune
 from ecg_tune.errors import ConfigError, EcgTuneError
-from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec
+from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -213,13 +213,17 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
     from ray.tune.search import BasicVariantGenerator
 
     from ecg_tune.tune.searcher import make_scheduler, make_searcher
+    from ecg_tune.tune.spaces import GRID_KEY
 
     ablation = spec.ablation is not None
     max_conc = spec.budget.max_concurrent or None
+    param_space: dict[str, Any] = {}
     if ablation:
+        # One grid value per (cell, seed): the whole flat config, so every trial is fully determined.
         grid = [{**spec.fixed_flat(), **_resolve_cfg(spec, c)} for c in spec.ablation.grid()]
-        search_alg = BasicVariantGenerator(points_to_evaluate=grid, max_concurrent=max_conc or 0)
-        num_samples = len(grid)
+        param_space = {GRID_KEY: tune.grid_search(grid)}
+        search_alg = BasicVariantGenerator(max_concurrent=max_conc or 0)
+        num_samples = 1
     else:
         search_alg = make_searcher(spec, storage_url=settings.optuna_storage)
     tune_config = tune.TuneConfig(
@@ -240,7 +244,7 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         failure_config=tune.FailureConfig(max_failures=3),
         verbose=1,
     )
-    return tune.Tuner(_trainable(spec, data), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(_trainable(spec, data), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 def _resolve_cfg(spec: SweepSpec, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +407,7 @@ def leaderboard(grid: Any, spec: SweepSpec) -> Any:
 
     rows = []
     for result in grid:
-        cfg = {k: v for k, v in (result.config or {}).items() if "?" not in k}
+        cfg = {k: v for k, v in unwrap(result.config or {}).items() if "?" not in k}
         metrics = result.metrics or {}
         row = {"trial_id": metrics.get("trial_id", ""), "epochs": metrics.get("epoch"),
                spec.objective.metric: metrics.get(spec.objective.metric)}

@@ -29,6 +29,9 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from ecg_tune.config import TrialConfig
+from ecg_tune.tune.spaces import trial_config, unwrap
+
 log = logging.getLogger(__name__)
 
 SWEEP_TAG = "ecg_tune.sweep"
@@ -252,16 +255,25 @@ class MLflowTracking(Callback):
                 TRIAL_TAG: trial_id,
                 ROLE_TAG: "trial",
             }
-            cell = (trial.config or {}).get("_cell")
+            config = unwrap(trial.config or {})
+            cell = config.get("_cell")
             if cell:
                 tags["ecg_tune.cell"] = str(cell)
             run_id = _with_retries(lambda: client.create_run(self.experiment_id, tags=tags).info.run_id)
-            params = params_of({k: v for k, v in (trial.config or {}).items() if "?" not in k and not k.startswith("_")})
+            params = params_of(_full_config(trial_config(config)))
             for i in range(0, len(params), 100):
                 chunk = params[i : i + 100]
                 self.worker.submit(lambda c, chunk=chunk: c.log_batch(run_id, params=chunk))
         self.trial_runs[trial_id] = run_id
         return run_id
+
+
+def _full_config(flat: dict[str, Any]) -> dict[str, Any]:
+    """Every knob of the trial, defaults included, so MLflow shows what actually ran."""
+    try:
+        return {**TrialConfig.from_flat(flat).to_flat(), **flat}
+    except Exception:  # the trial itself will report a bad config; still log what we have
+        return flat
 
 
 def _with_retries(fn: Callable[[], Any], attempts: int = 30, backoff_s: float = 2.0) -> Any:

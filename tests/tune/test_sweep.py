@@ -121,7 +121,7 @@ def test_sweep_end_to_end(tmp_path: Path, shards: Path) -> None:
     mlflow.set_tracking_uri(json.loads((sweep_dir / "ecg_tune_sweep.json").read_text())["tracking_uri"])
     model = mlflow.pyfunc.load_model("models:/tiny-encoder/1")
     emb = np.asarray(model.predict(np.random.default_rng(0).normal(size=(3, 12, 1000)).astype(np.float32)))
-    assert emb.shape == (3, 32) and np.isfinite(emb).all()  # 2 * width 8 * expansion 4 / 2 pools
+    assert emb.shape == (3, 64) and np.isfinite(emb).all()  # concat(max, avg) of width 8 x expansion 4
     assert "best encoder" in done.stdout and "leaderboard" in done.stdout
 
 

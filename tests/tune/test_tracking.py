@@ -58,7 +58,9 @@ def test_runs_params_metrics_and_end_states(tmp_path: Path) -> None:
     assert set(runs) == {"t1", "t2", "t3"}
     r1 = runs["t1"]
     assert r1.info.status == "FINISHED"
-    assert r1.data.params == {"method.name": "simclr", "optim.lr": "0.001"}  # subset switches dropped
+    assert r1.data.params["method.name"] == "simclr" and r1.data.params["optim.lr"] == "0.001"
+    assert "augment.pipeline?timeout" not in r1.data.params  # subset switches are not config keys
+    assert r1.data.params["train.batch_size"] == "256"  # defaults are logged too
     history = client.get_metric_history(r1.info.run_id, "probe_auc")
     assert [(m.step, round(m.value, 6)) for m in sorted(history, key=lambda m: m.step)] == [(1, 0.6), (2, 0.7), (3, 0.8)]
     assert r1.data.tags["mlflow.parentRunId"] == cb.parent_run_id

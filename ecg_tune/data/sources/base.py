@@ -66,6 +66,19 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def read_table(path: Path, what: str, **kwargs: Any) -> Any:
+    """`pandas.read_csv` of an index or label table; a file that is not a readable CSV is a DatasetError
+    naming it (an empty, binary or mis-encoded file would otherwise surface as a pandas traceback)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} is missing") from None
+    except (UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, OSError) as e:
+        raise DatasetError(f"{path}: {what} is not a readable CSV ({type(e).__name__}: {e})") from None
+
+
 def no_records(root: Path, what: str) -> DatasetError:
     return DatasetError(f"{root}: no {what} found (empty or wrong folder?)")
 

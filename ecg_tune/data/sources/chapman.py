@@ -29,6 +29,7 @@ from ecg_tune.data.sources.base import (
     parse_age,
     parse_sex,
     read_ref_error,
+    read_table,
 )
 from ecg_tune.errors import DatasetError, RecordError
 
@@ -46,7 +47,7 @@ def _codes(value: Any, drop: str = "NONE") -> list[str]:
 def read_diagnostics(root: Path) -> tuple[Path, pd.DataFrame]:
     csv, xlsx = root / "Diagnostics.csv", root / "Diagnostics.xlsx"
     if csv.is_file():
-        path, df = csv, pd.read_csv(csv, dtype={"FileName": str})
+        path, df = csv, read_table(csv, "Chapman diagnostics CSV", dtype={"FileName": str})
     elif xlsx.is_file():
         if importlib.util.find_spec("openpyxl") is None:
             raise DatasetError(

@@ -37,6 +37,7 @@ from ecg_tune.data.sources.base import (
     parse_age,
     parse_sex,
     read_ref_error,
+    read_table,
     require_file,
 )
 from ecg_tune.errors import DatasetError, RecordError
@@ -133,7 +134,7 @@ class Code15Source:
 
     @staticmethod
     def _table(path: Path, rows: int | None, columns: tuple[str, ...]) -> pd.DataFrame:
-        df = pd.read_csv(require_file(path, "CODE table"))
+        df = read_table(require_file(path, "CODE table"), "CODE table")
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")

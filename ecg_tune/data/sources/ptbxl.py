@@ -26,6 +26,7 @@ from ecg_tune.data.sources.base import (
     no_records,
     parse_age,
     read_ref_error,
+    read_table,
     require_file,
 )
 from ecg_tune.data.sources.wfdb import read_wfdb_record
@@ -62,7 +63,7 @@ class _Statements:
     """The statement → label-set mapping of scp_statements.csv."""
 
     def __init__(self, path: Path):
-        df = pd.read_csv(path, index_col=0)
+        df = read_table(path, "PTB-XL statement table", index_col=0)
         _missing_columns(df, path, _STATEMENT_COLUMNS)
         df.index = df.index.astype(str)
 
@@ -101,7 +102,7 @@ class PtbxlSource:
         root = check_root(root)
         db_path = require_file(root / DATABASE, "PTB-XL index CSV")
         statements = _Statements(require_file(root / STATEMENTS, "PTB-XL statement table"))
-        db = pd.read_csv(db_path, dtype={"scp_codes": str, "filename_lr": str, "filename_hr": str})
+        db = read_table(db_path, "PTB-XL index CSV", dtype={"scp_codes": str, "filename_lr": str, "filename_hr": str})
         file_column = f"filename_{self.which}"
         _missing_columns(db, db_path, _DB_COLUMNS + (file_column,))
         if db.empty:
@@ -134,7 +135,10 @@ class PtbxlSource:
         except (TypeError, ValueError):
             return RecordRef(rid, where, meta, error=f"strat_fold {row['strat_fold']!r} is not 1-10")
         patient = row["patient_id"]
-        meta["patient_id"] = None if _is_missing(patient) else str(int(float(patient)))
+        try:
+            meta["patient_id"] = None if _is_missing(patient) else str(int(float(patient)))
+        except (TypeError, ValueError, OverflowError):  # "abc", "inf": the patient grouping would be wrong
+            return RecordRef(rid, where, meta, error=f"patient_id {patient!r} is not a number")
         meta["age_raw"] = row["age"]
         meta["sex_raw"] = row["sex"]
         return RecordRef(rid, str(hea), meta)

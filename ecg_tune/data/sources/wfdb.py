@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ecg_tune.data.record import RawRecord
 from ecg_tune.data.sources.base import (
@@ -24,6 +23,7 @@ from ecg_tune.data.sources.base import (
     no_records,
     normalise_leads,
     read_ref_error,
+    read_table,
 )
 from ecg_tune.errors import DatasetError, RecordError
 
@@ -297,7 +297,7 @@ class WfdbSource:
         path = path if path.is_absolute() else root / path
         if not path.is_file():
             raise DatasetError(f"{path}: label CSV is missing")
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = read_table(path, "label CSV", dtype=str, keep_default_na=False)
         missing = [c for c in (self.id_column, self.label_column) if c not in df.columns]
         if missing:
             raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; it has {', '.join(df.columns)}")
