@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,15 @@ class PretrainData:
     label_vocabulary: list[str] | None = None
 
 
-def prepare_data(cfg: TrialConfig) -> PretrainData:
-    """Open and combine the pretraining datasets and apply the leakage guard, caps and lead subset."""
+def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] = open_dataset) -> PretrainData:
+    """Open and combine the pretraining datasets and apply the leakage guard, caps and lead subset.
+
+    `open_fn` maps a dataset path to an ECGDataset: a sweep passes its datasets already opened once
+    per node (shared zero-copy between trials) instead of letting every trial read the shards.
+    """
     if not cfg.data.pretrain:
         raise ConfigError("data.pretrain", "no pretraining dataset given")
-    datasets = [open_dataset(p) for p in cfg.data.pretrain]
+    datasets = [open_fn(p) for p in cfg.data.pretrain]
     first = datasets[0]
     for path, ds in zip(cfg.data.pretrain[1:], datasets[1:]):
         if tuple(ds.lead_names) != tuple(first.lead_names) or float(ds.fs) != float(first.fs):
@@ -82,7 +87,7 @@ def prepare_data(cfg: TrialConfig) -> PretrainData:
 
     excluded = 0
     if cfg.data.downstream and cfg.data.exclude_leakage:
-        downstream = open_dataset(cfg.data.downstream)
+        downstream = open_fn(cfg.data.downstream)
         offset = 0
         for ds in datasets:
             rows = np.asarray(find_leakage(ds, downstream).indices, dtype=np.int64)

@@ -20,16 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from ray import tune
 
 from ecg_tune.config import TrialConfig
 from ecg_tune.data.dataset import ECGDataset
-from ecg_tune.data.leakage import find_leakage
-from ecg_tune.data.store import SignalStore
 from ecg_tune.evaluate.protocols import quick_probe, run_protocol
 from ecg_tune.ssl.checkpoint import export_encoder, load_checkpoint
+from ecg_tune.ssl.pretrain import prepare_data
 from ecg_tune.ssl.train import Trainer, TrainingDiverged
 from ecg_tune.tune.searcher import FULL_BUDGET_KEY
 from ecg_tune.tune.spaces import trial_config
@@ -48,38 +46,6 @@ class SweepData:
         if path not in self.datasets:
             raise KeyError(f"dataset {path!r} was not loaded for this sweep (known: {sorted(self.datasets)})")
         return self.datasets[path]
-
-
-@dataclass
-class PretrainPool:
-    store: SignalStore
-    indices: np.ndarray
-    excluded_leakage: int
-    normalization: tuple[np.ndarray, np.ndarray] | None
-
-
-def pretraining_pool(cfg: TrialConfig, data: SweepData) -> PretrainPool:
-    """Pretraining records of the trial's corpora minus downstream val/test records (leakage guard)."""
-    datasets = [data.get(p) for p in cfg.data.pretrain]
-    keep = []
-    excluded = 0
-    for ds in datasets:
-        idx = np.arange(len(ds.records))
-        if cfg.data.downstream and cfg.data.exclude_leakage:
-            report = find_leakage(ds, data.get(cfg.data.downstream), folds=(9, 10))
-            mask = np.ones(len(idx), dtype=bool)
-            mask[np.asarray(report.indices, dtype=np.int64)] = False
-            excluded += int((~mask).sum())
-            idx = idx[mask]
-        keep.append(idx)
-    store = SignalStore.concat([ds.store for ds in datasets])
-    shifts = np.cumsum([0] + [len(ds.records) for ds in datasets[:-1]])
-    indices = np.concatenate([k + s for k, s in zip(keep, shifts)]).astype(np.int64)
-    if cfg.data.max_pretrain_records and len(indices) > cfg.data.max_pretrain_records:
-        rng = np.random.default_rng(cfg.seed)
-        indices = np.sort(rng.choice(indices, cfg.data.max_pretrain_records, replace=False))
-    norm = datasets[0].normalization if cfg.data.normalize else None
-    return PretrainPool(store, indices, excluded, norm)
 
 
 def _newest_checkpoint(paths: list[Path]) -> Path | None:
@@ -130,9 +96,8 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
     trial_dir.mkdir(parents=True, exist_ok=True)
     own_ckpt = trial_dir / "last.ckpt"
 
-    pool = pretraining_pool(cfg, data)
+    pool = prepare_data(cfg, open_fn=data.get)
     downstream = data.get(cfg.data.downstream) if cfg.data.downstream else None
-    lead_names = pool.store.lead_names
     label_set = cfg.data.label_set
 
     candidates = [own_ckpt]
@@ -142,10 +107,11 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
         candidates.append(local / TRAINER_FILE)
     resume_from = _newest_checkpoint(candidates)
     if resume_from is not None:
-        trainer = Trainer.restore(resume_from, pool.store, pool.indices, device=device)
+        trainer = Trainer.restore(resume_from, pool.store, pool.indices, device=device, targets=pool.targets)
     else:
         trainer = Trainer.from_config(
-            cfg, pool.store, pool.indices, lead_names=lead_names, normalization=pool.normalization, device=device
+            cfg, pool.store, pool.indices, lead_names=pool.lead_names, normalization=pool.normalization,
+            targets=pool.targets, label_vocabulary=pool.label_vocabulary, device=device,
         )
 
     _event(trial_dir, "start", epoch=trainer.epoch, resumed_from=str(resume_from) if resume_from else None)

@@ -49,7 +49,7 @@ def make_store(leads: tuple[str, ...] = LEADS, fs: float = 100.0) -> SignalStore
 
 def make_trainer(store: SignalStore | None = None, **over: Any) -> Trainer:
     store = store or make_store()
-    cfg = TrialConfig.from_flat({**CONFIG, **over})
+    cfg = TrialConfig.from_flat({k: v for k, v in {**CONFIG, **over}.items() if v is not None})
     return Trainer.from_config(cfg, store, np.arange(len(store)), lead_names=store.lead_names, device="cpu")
 
 
@@ -133,7 +133,7 @@ def test_another_encoder_is_refused_with_an_explanation(saved: dict, tmp_path: P
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path, expect={"encoder": "inception1d", "n_leads": 12})
     assert str(info.value) == f"{path}: checkpoint does not match: encoder is 'xresnet1d50' in the checkpoint, expected 'inception1d'"
-    other = make_trainer(**{"encoder.name": "inception1d"})  # a trainer built for another encoder
+    other = make_trainer(**{"encoder.name": "inception1d", "encoder.width": None})  # a trainer built for another encoder
     with pytest.raises(CheckpointError, match=rf"{path}: does not fit this trainer's method/optimizer"):
         other.load_state(path)
     wider = make_trainer(**{"encoder.width": 16})  # same encoder name, other architecture parameters
