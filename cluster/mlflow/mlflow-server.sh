@@ -52,6 +52,10 @@ if [[ -n "${CREDENTIALS_DIRECTORY:-}" ]]; then
   [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" && -r "$CREDENTIALS_DIRECTORY/mlflow-flask-secret-key" ]] && MLFLOW_FLASK_SERVER_SECRET_KEY=$(<"$CREDENTIALS_DIRECTORY/mlflow-flask-secret-key") && export MLFLOW_FLASK_SERVER_SECRET_KEY
 fi
 
+# MLflow 3's job runner (GenAI evaluation jobs: a runner + 7 huey consumers, ~1.2 GB) is not used by
+# ecg-tune; turn it on with MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true if you need it.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
+
 case "$MLFLOW_ARTIFACTS_DESTINATION" in
   *://*) ;;  # s3://, gs://, ...: credentials come from the usual SDK chain (instance role, env)
   *) mkdir -p "$MLFLOW_ARTIFACTS_DESTINATION" ;;
