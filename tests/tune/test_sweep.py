@@ -124,6 +124,18 @@ def test_sweep_end_to_end(tmp_path: Path, shards: Path) -> None:
     assert emb.shape == (3, 64) and np.isfinite(emb).all()  # concat(max, avg) of width 8 x expansion 4
     assert "best encoder" in done.stdout and "leaderboard" in done.stdout
 
+    # The report reads MLflow back: its leaderboard equals the runs' final objective values.
+    import pandas as pd
+
+    done = cli("report", str(sweep_dir))
+    assert done.returncode == 0, done.stdout[-3000:]
+    board = pd.read_csv(sweep_dir / "report" / "leaderboard.csv")
+    by_trial = {r.data.tags["ecg_tune.trial_id"]: r.data.metrics["probe_auc"] for r in trials}
+    for _, row in board.iterrows():
+        assert abs(row["probe_auc"] - by_trial[str(row["trial_id"])]) < 1e-9
+    html = (sweep_dir / "report" / "index.html").read_text()
+    assert "<table" in html and "data:image/png;base64," in html
+
 
 def test_driver_killed_then_resume(tmp_path: Path, shards: Path) -> None:
     space = tiny_space(tmp_path, shards, budget={"trials": 4, "max_epochs": 4, "max_concurrent": 2})
@@ -171,3 +183,15 @@ def test_diverging_trial_ends_with_reason_and_sweep_goes_on(tmp_path: Path, shar
     assert bad.info.status == "FAILED" and "diverged" in bad.data.tags["ecg_tune.failure_reason"]
     assert good.info.status == "FINISHED" and "linear.test_auc" in good.data.metrics
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_quickstart_command(tmp_path: Path) -> None:
+    """The README's main job, on fewer records: synthetic data → shards → sweep → leaderboard."""
+    done = cli("quickstart", "--out", str(tmp_path / "qs"), "--records", "300", timeout=850)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert (tmp_path / "qs" / "data" / "manifest.json").is_file()
+    assert "leaderboard (by probe_auc)" in done.stdout and "mlflow ui --backend-store-uri sqlite:///" in done.stdout
+    sweep_dir = next((tmp_path / "qs" / "sweeps").iterdir())
+    _, trials, parent = runs_of(sweep_dir)
+    assert len(trials) == 6 and parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" for r in trials)
