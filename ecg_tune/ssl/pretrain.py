@@ -61,7 +61,7 @@ class PretrainData:
     label_vocabulary: list[str] | None = None
 
 
-def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] = open_dataset) -> PretrainData:
+def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None = None) -> PretrainData:
     """Open and combine the pretraining datasets and apply the leakage guard, caps and lead subset.
 
     `open_fn` maps a dataset path to an ECGDataset: a sweep passes its datasets already opened once
@@ -69,6 +69,7 @@ def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] = open_d
     """
     if not cfg.data.pretrain:
         raise ConfigError("data.pretrain", "no pretraining dataset given")
+    open_fn = open_fn or open_dataset
     datasets = [open_fn(p) for p in cfg.data.pretrain]
     first = datasets[0]
     for path, ds in zip(cfg.data.pretrain[1:], datasets[1:]):
