@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -172,8 +173,12 @@ def save_checkpoint(path: str | os.PathLike[str], header: dict[str, Any], states
     # A random name opened with "x" (not mkstemp): the file honours the umask like any other output.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
+        # Serialise in memory, then write: torch.save to a file turns a failing write (ENOSPC) into an
+        # opaque "unexpected pos" RuntimeError, a plain write keeps the OSError and its errno.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
         with open(tmp, "xb") as f:
-            torch.save(payload, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

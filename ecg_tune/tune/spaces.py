@@ -252,7 +252,9 @@ def _parse_node(path: str, key: str, value: Any) -> Node:
         low, high = (_number(f"{path}.{kind}", b, num) for b in bounds)
         if not low < high:
             raise ConfigError(f"{path}.{kind}", f"low ({low}) must be below high ({high})")
-        log = bool(value.get("log", False))
+        log = value.get("log", False)
+        if not isinstance(log, bool):
+            raise ConfigError(f"{path}.log", f"expected true or false, got {log!r}")
         if log and low <= 0:
             raise ConfigError(f"{path}.log", f"a log scale needs low > 0, got {low}")
         step = value.get("step")
@@ -310,12 +312,21 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
     _check_keys("data", data, {"corpora", "pretrain", "downstream"})
     spec.corpora = {str(k): str(v) for k, v in _require_mapping("data.corpora", data.get("corpora", {})).items()}
     pretrain = data.get("pretrain", [])
-    spec.pretrain = [pretrain] if isinstance(pretrain, str) else [str(p) for p in pretrain]
-    spec.downstream = str(data.get("downstream", ""))
+    if isinstance(pretrain, str):
+        pretrain = [pretrain]
+    if not isinstance(pretrain, list) or not all(isinstance(p, str) for p in pretrain):
+        raise ConfigError("data.pretrain", f"expected a dataset path or a list of paths, got {pretrain!r}")
+    spec.pretrain = pretrain
+    downstream = data.get("downstream", "")
+    if not isinstance(downstream, str):
+        raise ConfigError("data.downstream", f"expected a dataset path, got {downstream!r}")
+    spec.downstream = downstream
 
     obj = _require_mapping("objective", doc.get("objective", {}))
     _check_keys("objective", obj, {"metric", "mode"})
     spec.objective = Objective(**obj)
+    if not isinstance(spec.objective.metric, str):
+        raise ConfigError("objective.metric", f"expected a metric name, got {spec.objective.metric!r}")
     if spec.objective.mode not in ("max", "min"):
         raise ConfigError("objective.mode", "must be max or min")
     if spec.objective.metric not in OBJECTIVE_METRICS and "." not in spec.objective.metric:
@@ -336,10 +347,15 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
         raise ConfigError("budget.grace_period", f"must be between 1 and max_epochs ({b.max_epochs})")
     if b.reduction_factor < 2:
         raise ConfigError("budget.reduction_factor", "must be at least 2")
+    if b.max_concurrent < 0:
+        raise ConfigError("budget.max_concurrent", "must be 0 (no limit) or positive")
+    if b.time_budget_s is not None and b.time_budget_s <= 0:
+        raise ConfigError("budget.time_budget_s", "must be positive (or omitted for no limit)")
     spec.budget = b
 
     res = _require_mapping("resources", doc.get("resources", {}))
     _check_keys("resources", res, {"cpu", "gpu", "custom"})
+    _require_mapping("resources.custom", res.get("custom", {}))
     spec.resources = Resources(
         cpu=_number("resources.cpu", res.get("cpu", 1.0)),
         gpu=_number("resources.gpu", res.get("gpu", 0.0)),
@@ -358,6 +374,10 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
     srch = _require_mapping("searcher", doc.get("searcher", {}))
     _check_keys("searcher", srch, {"sampler", "seed", "n_startup_trials"})
     spec.searcher = Searcher(**srch)
+    for key in ("seed", "n_startup_trials"):
+        value = getattr(spec.searcher, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"searcher.{key}", f"expected a non-negative integer, got {value!r}")
     if spec.searcher.sampler not in SAMPLERS:
         raise ConfigError("searcher.sampler", f"unknown sampler; known: {', '.join(SAMPLERS)}")
 
@@ -397,7 +417,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:  # includes tags that would construct Python objects
-        raise ConfigError(str(path), f"not valid (safe) YAML: {exc}") from None
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise ConfigError(str(path), f"not valid (safe) YAML: {detail}") from None
     return parse_spec(doc, base_dir=str(path.parent.resolve()), source_text=text)
 
 
@@ -451,6 +472,7 @@ def validate_flat(flat: dict[str, Any]) -> TrialConfig:
     for p in cfg.evaluation.protocols:
         if p not in PROTOCOLS:
             raise ConfigError("evaluation.protocols", f"unknown protocol {p!r}; known: {', '.join(PROTOCOLS)}")
+    _check_ranges(cfg)
     if cfg.data.aggregate not in ("mean", "max"):
         raise ConfigError("data.aggregate", "must be mean or max")
     if cfg.optim.name not in ("adam", "adamw"):
@@ -460,6 +482,29 @@ def validate_flat(flat: dict[str, Any]) -> TrialConfig:
     if cfg.train.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError("train.precision", "must be auto, fp32, bf16 or fp16")
     return cfg
+
+
+# (key, lowest allowed, strict): values a trial could not run with.
+_RANGES = [
+    ("optim.lr", 0.0, True), ("optim.weight_decay", 0.0, False), ("optim.warmup_epochs", 0.0, False),
+    ("optim.grad_clip", 0.0, False), ("train.epochs", 1, False), ("train.batch_size", 1, False),
+    ("train.steps_per_epoch", 0, False), ("train.checkpoint_every", 1, False), ("data.window", 16, False),
+    ("data.eval_stride", 1, False), ("data.max_pretrain_records", 0, False), ("evaluation.probe_every", 1, False),
+    ("evaluation.probe_epochs", 1, False), ("evaluation.probe_max_records", 0, False),
+    ("evaluation.batch_size", 1, False), ("evaluation.linear_epochs", 1, False), ("evaluation.linear_lr", 0.0, True),
+    ("evaluation.linear_weight_decay", 0.0, False), ("evaluation.finetune_head_epochs", 0, False),
+    ("evaluation.finetune_epochs", 1, False), ("evaluation.finetune_lr", 0.0, True),
+    ("evaluation.finetune_weight_decay", 0.0, False), ("evaluation.finetune_discriminative_factor", 0.0, True),
+    ("evaluation.bootstrap", 0, False),
+]
+
+
+def _check_ranges(cfg: TrialConfig) -> None:
+    flat = cfg.to_flat()
+    for key, low, strict in _RANGES:
+        value = flat[key]
+        if (value <= low) if strict else (value < low):
+            raise ConfigError(key, f"must be {'above' if strict else 'at least'} {low}, got {value}")
 
 
 def validate(spec: SweepSpec) -> None:
@@ -488,8 +533,9 @@ def validate(spec: SweepSpec) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"ablation (cell {cfg['_cell']!r}).{exc.key}", exc.reason) from None
         return
+    fixed_paths = {k: f"fixed.{k}" for k in spec.fixed}
     for flat, paths in _branch_configs(spec.space, "space"):
-        _validate_one({**fixed, **flat}, paths)
+        _validate_one({**fixed, **flat}, {**fixed_paths, **paths})
 
 
 def _validate_one(flat: dict[str, Any], paths: dict[str, str]) -> None:

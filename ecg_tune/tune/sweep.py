@@ -62,6 +62,28 @@ class SweepResult:
     metric: str = "probe_auc"
 
 
+def public_uri(uri: str) -> str:
+    """`uri` without its user:password. The credentials move into MLflow's environment variables
+    (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) of this process, so they are never written
+    to the sweep folder, Ray's experiment state, MLflow params or the terminal. For a database URL
+    (Optuna storage) the password is kept only in memory: `resume` needs it given again."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.password and not parts.username:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    if parts.scheme in ("http", "https"):
+        if parts.username:
+            os.environ.setdefault("MLFLOW_TRACKING_USERNAME", parts.username)
+        if parts.password:
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", parts.password)
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
+
+
 def _storage_root(storage: str | None) -> str:
     root = storage or DEFAULT_STORAGE
     if "://" in root:
@@ -208,7 +230,8 @@ def _short_trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int, callbacks: list) -> Any:
+def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int, callbacks: list,
+           optuna_storage: str | None = None) -> Any:
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
@@ -225,7 +248,8 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         search_alg = BasicVariantGenerator(max_concurrent=max_conc or 0)
         num_samples = 1
     else:
-        search_alg = make_searcher(spec, storage_url=settings.optuna_storage)
+        # Prefer libpq's PGPASSWORD/.pgpass over a password in the URL: the searcher state is pickled.
+        search_alg = make_searcher(spec, storage_url=optuna_storage or settings.optuna_storage)
     tune_config = tune.TuneConfig(
         search_alg=search_alg,
         scheduler=make_scheduler(spec, ablation=ablation),
@@ -282,10 +306,13 @@ def run_sweep(
     sweep_dir = Path(_storage_root(storage)) / spec.name
     if (sweep_dir / SETTINGS_FILE).exists():
         raise EcgTuneError(f"sweep {spec.name!r} already exists in {sweep_dir}: use `ecg-tune resume {sweep_dir}` or another --name")
+    # Open the data first: a wrong path fails here, before any folder, run or Ray process exists.
+    paths = dataset_paths(spec)
+    data_obj = _open_data(paths, str(sweep_dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(spec.source_text)
 
-    uri = tracking_uri or f"sqlite:///{sweep_dir / 'mlflow.db'}"
+    uri = public_uri(tracking_uri) if tracking_uri else f"sqlite:///{sweep_dir / 'mlflow.db'}"
     client = MlflowClient(uri)
     # With the embedded store, artifacts live in the sweep folder too, so the folder is self-contained.
     artifacts = None if tracking_uri else (sweep_dir / "mlartifacts").as_uri()
@@ -295,19 +322,18 @@ def run_sweep(
         run_name=f"sweep:{spec.name}",
         tags={"ecg_tune.sweep": spec.name, "ecg_tune.role": "sweep", "ecg_tune.git_commit": _git_commit()},
     )
-    paths = dataset_paths(spec)
     settings = SweepSettings(
         name=spec.name, sweep_dir=str(sweep_dir), tracking_uri=uri, experiment_id=experiment_id,
-        parent_run_id=parent.info.run_id, dataset_paths=paths, optuna_storage=optuna_storage,
+        parent_run_id=parent.info.run_id, dataset_paths=paths,
+        optuna_storage=public_uri(optuna_storage) if optuna_storage else None,
         num_samples=num_samples or spec.budget.trials,
     )
     settings.save()
     _log_sweep_inputs(client, settings, spec)
-    data_obj = _open_data(paths, str(sweep_dir))
     _log_manifests(client, settings, data_obj)
     _init_ray(address, spec)
     tracking = MLflowTracking(uri, experiment_id, settings.parent_run_id, spec.name)
-    tuner = _tuner(spec, settings, data_obj, settings.num_samples, [tracking])
+    tuner = _tuner(spec, settings, data_obj, settings.num_samples, [tracking], optuna_storage)
     grid = tuner.fit()
     return _finish(spec, settings, grid)
 

@@ -299,8 +299,6 @@ def test_disk_full_mid_write_keeps_the_previous_checkpoint(saved: dict, tmp_path
     assert load_checkpoint(path).header["epoch"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="ssl/checkpoint.py: torch.save swallows the OSError of a failing write and raises "
-                   "'RuntimeError: [enforce fail at inline_container.cc] unexpected pos'; see docs/reliability.md")
 def test_disk_full_error_says_the_disk_is_full(saved: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = copy_of(saved, tmp_path)
     trainer = restore(path)

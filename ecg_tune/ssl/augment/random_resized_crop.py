@@ -3,6 +3,9 @@
 The paper's version (not a uniform resize): a crop of m = int(r*T) samples, r ~ U(min, max), is placed
 in order at output positions {0, T-1} plus m-2 distinct random interior positions, and the gaps are
 filled by linear interpolation per lead. So each window gets a random, locally non-uniform stretch.
+The interior positions are sorted uniform order statistics rounded to distinct integers (see
+`forward`), not a uniformly drawn (m-2)-subset as the reference's `np.random.choice` gives: the same
+kind of random stretch, drawn without sorting.
 
 Vectorised form: every output position j gets a fractional source index into the input (crop index of
 the last placed sample at or before j, plus the fraction of the way to the next placed sample), and
@@ -78,23 +81,32 @@ class RandomResizedCrop(Augmentation):
         u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64)
         start = torch.minimum((u * (length - crop + 1)).long(), length - crop)
 
-        # Choose which output positions receive crop samples: both ends plus crop-2 of the T-2 interior
-        # positions without replacement, i.e. the `crop` smallest of random keys with the ends forced
-        # first. Integer keys: sorting them is ~2x faster on CPU than float keys, and 31 random bits
-        # make ties (which would only break arbitrarily) far rarer than float32's 24.
-        keys = torch.randint(
-            0, 2**31 - 1, (batch, length), generator=generator, device=dev, dtype=torch.int32
-        )
-        keys[:, 0] = -1
-        keys[:, -1] = -1
-        t = torch.arange(length, device=dev)
-        taken = t.unsqueeze(0) < crop.unsqueeze(1)
-        placed = torch.zeros_like(taken).scatter_(1, keys.argsort(dim=1), taken)  # (B, T)
+        # Which output positions receive crop samples: both ends plus `inner` = crop-2 distinct interior
+        # positions (of the T-2), in order. Drawn without a sort (a per-row argsort of T keys was half
+        # the cost of this augmentation on CPU): sorted uniforms are the normalised partial sums of
+        # exponential variates (order statistics, S_k / S_{inner+1}); scaling them to the T-crop+1
+        # free slots and adding k makes them distinct, increasing integers ("stars and bars"):
+        # position_k = 1 + floor(U_(k) * (T - crop + 1)) + k, k = 0..inner-1, in 1..T-2.
+        inner = crop - 2
+        spare = length - crop  # interior positions left unplaced
+        unif = torch.rand(batch, length - 1, generator=generator, device=dev, dtype=torch.float32)
+        sums = unif.neg_().log1p_().neg_().cumsum(dim=1)  # -log(1-U) ~ Exp(1), finite for U in [0, 1)
+        ordered = sums[:, : length - 2] / sums.gather(1, inner.unsqueeze(1))  # U_(k+1) for k < inner
+        slot = (ordered * (spare + 1).unsqueeze(1).to(ordered.dtype)).floor_()
+        slot = torch.minimum(slot, spare.unsqueeze(1).to(slot.dtype))  # U_(k) rounds to 1.0 rarely
+        k = torch.arange(length - 2, device=dev)
+        pos = torch.where(k < inner.unsqueeze(1), slot.long() + k + 1, length - 1)
+        # `knots`: the placed positions in order, then T-1 repeated (so knots[index + 1] always exists).
+        end = pos.new_full((batch, 2), length - 1)
+        knots = torch.cat([pos.new_zeros(batch, 1), pos, end], dim=1)  # (B, T + 1)
+        placed = torch.zeros(batch, length, device=dev, dtype=torch.float32).scatter_(1, knots[:, :length], 1.0)
 
         # Output j lies between the placed positions prev <= j <= next; prev holds crop sample
         # `index` (count of placed positions up to j, minus 1), so j reads the crop at index + frac.
-        index = placed.cumsum(dim=1) - 1
-        prev = torch.where(placed, t, 0).cummax(dim=1).values
-        nxt = torch.where(placed, t, length).flip(1).cummin(dim=1).values.flip(1)
+        # (A float32 cumsum counts exactly up to 2**24 and is faster on CPU than one over bool.)
+        index = placed.cumsum(dim=1).long() - 1
+        prev = knots.gather(1, index)
+        nxt = knots.gather(1, index + 1)
+        t = torch.arange(length, device=dev)
         frac = (t - prev).to(work.dtype) / (nxt - prev).clamp(min=1)
         return lerp_at(work, start.unsqueeze(1) + index, frac).to(x.dtype)
