@@ -289,23 +289,28 @@ def test_bad_space_through_the_installed_command(tmp_path: Path, shards: Path) -
     assert not ray_tmp.exists(), "Ray was started"
 
 
-def test_corrupt_trial_checkpoint_falls_back_to_the_other_copy(tmp_path: Path) -> None:
-    """A trial resumes from the newest *valid* of its own last.ckpt and Ray's copy."""
+def _tiny_trainer(**over: Any) -> Any:
     import numpy as np
     import torch
 
     from ecg_tune.config import TrialConfig
     from ecg_tune.data.store import SignalStore
     from ecg_tune.ssl.train import Trainer
-    from ecg_tune.tune.trainable import _newest_checkpoint
 
     torch.set_num_threads(1)
     leads = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
     rng = np.random.default_rng(0)
     store = SignalStore.from_signals([rng.normal(0, 0.3, (12, 320)) for _ in range(8)], leads, 100.0)
     cfg = TrialConfig.from_flat({"encoder.name": "xresnet1d50", "encoder.width": 8, "train.batch_size": 4,
-                                 "train.epochs": 3, "data.window": 250})
-    trainer = Trainer.from_config(cfg, store, np.arange(8), lead_names=leads, device="cpu")
+                                 "train.epochs": 3, "data.window": 250, **over})
+    return Trainer.from_config(cfg, store, np.arange(8), lead_names=leads, device="cpu"), cfg
+
+
+def test_corrupt_trial_checkpoint_falls_back_to_the_other_copy(tmp_path: Path) -> None:
+    """A trial resumes from the newest *valid* of its own last.ckpt and Ray's copy."""
+    from ecg_tune.tune.trainable import _newest_checkpoint
+
+    trainer, _ = _tiny_trainer()
     trainer.fit(1)
     trainer.save(tmp_path / "ray.ckpt")
     trainer.fit(2)
@@ -316,6 +321,20 @@ def test_corrupt_trial_checkpoint_falls_back_to_the_other_copy(tmp_path: Path) -
     assert _newest_checkpoint([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) == tmp_path / "ray.ckpt"
     (tmp_path / "ray.ckpt").write_bytes(b"garbage")
     assert _newest_checkpoint([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) is None  # start over, never crash
+
+
+@pytest.mark.xfail(strict=True, reason="tune/trainable.py: Trainer.restore rebuilds from the checkpoint's own config, "
+                   "and _newest_checkpoint does not compare it with the trial's; see docs/reliability.md (fix 2)")
+def test_a_checkpoint_of_another_config_in_the_trial_folder_is_not_resumed(tmp_path: Path) -> None:
+    from ecg_tune.tune.trainable import _newest_checkpoint
+
+    ours, cfg = _tiny_trainer(**{"optim.lr": 1e-3})
+    ours.fit(1)
+    ours.save(tmp_path / "ray.ckpt")
+    other, _ = _tiny_trainer(**{"optim.lr": 1e-2})  # e.g. a trial folder reused by another config
+    other.fit(2)
+    other.save(tmp_path / "own.ckpt")
+    assert _newest_checkpoint([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"], cfg) == tmp_path / "ray.ckpt"
 
 
 # ================================================================================================ trial worker killed
@@ -396,20 +415,53 @@ class MlflowServer:
 
 
 SECRET = "s3cr3t-Pa55w0rd"
+DB_SECRET = "db-Pa55w0rd-s3cr3t"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+
+
+def _postgres_database(name: str) -> str | None:
+    """A fresh database on the local PostgreSQL (trust auth: any password is accepted), or None."""
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(**PG, connect_timeout=3)
+    except Exception:
+        return None
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"postgresql+psycopg2://{PG['user']}:{DB_SECRET}@{PG['host']}:{PG['port']}/{name}"
+
+
+def _drop_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(**PG, connect_timeout=3)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
 
 
 @pytest.fixture(scope="module")
 def sweep_through_restarted_server(tmp_path_factory: pytest.TempPathFactory, shards: Path) -> Iterator[dict[str, Any]]:
     """A 4-trial sweep tracked by an MLflow server that is killed mid-sweep and restarted 8 s later on the
-    same port; the tracking URI carries a user and password (the server ignores them)."""
+    same port; the tracking URI carries a user and password (the server ignores them), and so does the
+    Optuna storage URL when the local PostgreSQL is there (trust auth ignores it)."""
     folder = tmp_path_factory.mktemp("mlflow-restart")
+    db_name = f"ecg_tune_faults_{os.getpid()}"
+    optuna_url = _postgres_database(db_name)
     (folder / "server").mkdir()
     server = MlflowServer(folder / "server", free_port())
     server.start()
     uri = f"http://ecg-user:{SECRET}@127.0.0.1:{server.port}"
     space = write_yaml(folder / "space.yaml", tiny_doc(shards, budget={"trials": 4, "max_epochs": 3, "max_concurrent": 2}))
     sweep_dir = folder / "sweeps" / "tiny"
-    proc = start("sweep", str(space), "--storage", str(folder / "sweeps"), "--tracking-uri", uri, log=folder / "sweep.log")
+    extra = ["--optuna-storage", optuna_url] if optuna_url else []
+    proc = start("sweep", str(space), "--storage", str(folder / "sweeps"), "--tracking-uri", uri, *extra,
+                 log=folder / "sweep.log")
     outage = {}
     try:
         # Down while trials report: after the first probe result, before the first trial finished.
@@ -422,10 +474,12 @@ def sweep_through_restarted_server(tmp_path_factory: pytest.TempPathFactory, sha
         outage["up"] = time.time()
         code = finish(proc, 500)
         yield {"code": code, "log": (folder / "sweep.log").read_text(errors="replace"), "sweep_dir": sweep_dir,
-               "server": server, "folder": folder, "uri": uri, "outage": outage}
+               "server": server, "folder": folder, "uri": uri, "outage": outage, "optuna": optuna_url}
     finally:
         kill_group(proc)
         server.stop()
+        if optuna_url:
+            _drop_database(db_name)
 
 
 @pytest.mark.slow
@@ -457,10 +511,11 @@ def test_mlflow_server_restart_mid_sweep_loses_nothing(sweep_through_restarted_s
 def test_tracking_uri_password_is_never_written_or_printed(sweep_through_restarted_server: dict[str, Any]) -> None:
     run = sweep_through_restarted_server
     assert run["code"] == 0, run["log"][-4000:]
-    assert SECRET not in run["log"], "printed"
-    leaks = [str(p.relative_to(run["folder"])) for p in run["folder"].rglob("*")
-             if p.is_file() and p.suffix != ".log" and SECRET.encode() in p.read_bytes()]
-    assert leaks == [], f"the password is stored in {leaks}"
+    secrets = [SECRET, DB_SECRET] if run["optuna"] else [SECRET]
+    assert not [x for x in secrets if x in run["log"]], "printed"
+    leaks = [f"{p.relative_to(run['folder'])} ({x})" for p in run["folder"].rglob("*") if p.is_file() and p.suffix != ".log"
+             for x in secrets if x.encode() in p.read_bytes()]
+    assert leaks == [], f"a password is stored in {leaks}"
     _, trials, parent = trial_runs(run["sweep_dir"], tracking_uri=run["server"].url)
     for r in [*trials, parent]:
         assert SECRET not in json.dumps({**r.data.params, **r.data.tags})
