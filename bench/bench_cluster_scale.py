@@ -16,6 +16,12 @@ Checks, per sweep:
 
     python bench/bench_cluster_scale.py                  # 2 nodes x 4 GPUs, 100/300/1000 trials
     python bench/bench_cluster_scale.py --nodes 3 --trials 100,300 --optuna 300 --json out.json
+    python bench/bench_cluster_scale.py --trials "" --optuna 0 --long 0 --fresh-actors 0 --saturate 25
+    python bench/bench_cluster_scale.py --snapshot-s 60 ...   # TUNE_GLOBAL_CHECKPOINT_S of the drivers
+
+On a 2-core machine every "node" shares the same two cores: actor start-up and the driver compete
+for them, so throughput and occupancy say more about the machine than about Ray; the placement
+checks and the driver's CPU time per trial do not depend on that.
 """
 
 from __future__ import annotations
@@ -277,6 +283,9 @@ def main() -> int:
                    help="trials of the OptunaSearch variants, without and with max_concurrent_trials (0: none)")
     p.add_argument("--long", type=int, default=300, help="trials of a variant with 1-2 s trials (0: none)")
     p.add_argument("--fresh-actors", type=int, default=100, help="trials of a reuse_actors=False variant (0: none)")
+    p.add_argument("--saturate", type=float, default=0.0,
+                   help="also run 2 trials per slot that sleep this many seconds (e.g. 25): fills every slot, "
+                        "so the capacity bounds and idle GPUs are checked at full load (0: none)")
     p.add_argument("--snapshot-s", type=float, default=2.0,
                    help="TUNE_GLOBAL_CHECKPOINT_S of the drivers (ecg-tune's default: 2)")
     p.add_argument("--profile-dir", default=None, help="write a cProfile summary of each driver here")
@@ -318,6 +327,10 @@ def main() -> int:
     if args.long:
         variants.append({**base, "label": f"random, reuse, {args.long}, 1-2 s", "trials": args.long, "sleep_min": 1.0,
                          "sleep_max": 2.0})
+    if args.saturate:
+        n = 2 * int(args.nodes * args.gpus_per_node / args.gpu_per_trial)
+        variants.append({**base, "label": f"random, reuse, {n}, {args.saturate:g} s (saturating)", "trials": n,
+                         "sleep_min": args.saturate, "sleep_max": args.saturate * 1.2})
     if args.fresh_actors:
         variants.append({**base, "label": f"random, fresh actors, {args.fresh_actors}", "trials": args.fresh_actors,
                          "reuse_actors": False})

