@@ -220,6 +220,17 @@ def analyse(out: dict[str, Any], v: dict[str, Any], nodes: int, gpus_per_node: i
             full += t_c - prev
         prev = t_c
         cur += d
+    # the same after the ramp: from the moment every slot was first busy until the last start
+    # (isolates scheduling gaps from actor start-up)
+    cur, full_at = 0, None
+    for t, d in events:
+        cur += d
+        if cur >= capacity and full_at is None:
+            full_at = t
+    after_ramp = float("nan")
+    if full_at is not None and hi > full_at:
+        busy_after, _ = busy_time(spans, full_at, hi)
+        after_ramp = busy_after / (capacity * (hi - full_at))
     gpu_busy = []
     for n in by_node:
         for g in range(gpus_per_node):
@@ -262,6 +273,8 @@ def analyse(out: dict[str, Any], v: dict[str, Any], nodes: int, gpus_per_node: i
         "max_per_gpu": max_gpu,
         "occupancy_waiting": occupancy,
         "full_capacity_share": full / window,
+        "ramp_to_full_s": (full_at - lo) if full_at is not None else float("nan"),
+        "occupancy_after_ramp": after_ramp,
         "min_gpu_busy_share": min(gpu_busy) if gpu_busy else 0.0,
         "problems": problems,
     }
@@ -380,7 +393,7 @@ def main() -> int:
     print()
     header = ["variant", "trials", "errors", "wall s", "first start s", "trials/s (starts)", "driver CPU ms/trial", "… first/last fifth",
               "driver RSS peak MB", "actors", "nodes", "median gap s", "max/node", "max/GPU", "occupancy while waiting",
-              "time at full capacity", "least busy GPU", "placement", "load avg"]
+              "time at full capacity", "s to fill all slots", "occupancy after that", "least busy GPU", "placement", "load avg"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for rec in records:
@@ -394,6 +407,8 @@ def main() -> int:
                  f"{s['cpu_ms_first_fifth']:.0f} / {s['cpu_ms_last_fifth']:.0f}", f"{s['rss_peak_mb']:.0f}",
                  s["actors"], s["nodes_used"], f"{s['median_gap_s']:.2f}", s["max_per_node"], s["max_per_gpu"],
                  f"{100 * s['occupancy_waiting']:.0f}%", f"{100 * s['full_capacity_share']:.0f}%",
+                 "never" if s["ramp_to_full_s"] != s["ramp_to_full_s"] else f"{s['ramp_to_full_s']:.0f}",
+                 "-" if s["occupancy_after_ramp"] != s["occupancy_after_ramp"] else f"{100 * s['occupancy_after_ramp']:.1f}%",
                  f"{100 * s['min_gpu_busy_share']:.0f}%", "ok" if not s["problems"] else "; ".join(s["problems"][:3]),
                  f"{s['load_avg']:.1f}"]
         print("| " + " | ".join(str(c) for c in cells) + " |")

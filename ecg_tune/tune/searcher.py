@@ -35,6 +35,33 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             return
         self._ot_trials[trial_id].report(result[self.metric], int(result.get("epoch", result.get("training_iteration", 0))))
 
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.fail_orphans()
+
+    def fail_orphans(self) -> int:
+        """Mark FAIL the study's RUNNING trials that this searcher does not know.
+
+        They were asked for after Ray's last experiment snapshot before a driver crash: Ray never
+        recorded them, so after `Tuner.restore` no Ray trial will ever tell them, and they would stay
+        RUNNING in the study (and in optuna-dashboard) forever.
+        """
+        study = getattr(self, "_ot_study", None)
+        if study is None:
+            return 0
+        known = {t.number for t in self._ot_trials.values()}
+        orphans = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                   if t.number not in known]
+        for number in orphans:
+            try:
+                study.tell(number, state=optuna.trial.TrialState.FAIL)
+            except Exception as exc:  # e.g. another process finished it meanwhile
+                log.warning("optuna: could not mark orphaned trial %d FAIL: %s", number, exc)
+        if orphans:
+            log.warning("optuna: marked %d trial(s) FAIL that a crashed driver had started but Ray never ran: %s",
+                        len(orphans), orphans)
+        return len(orphans)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
