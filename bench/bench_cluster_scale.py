@@ -74,7 +74,7 @@ def _trial(config: dict[str, Any]) -> None:
 
 def run_variant(v: dict[str, Any], address: str) -> dict[str, Any]:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
-    # 2 s is what ecg_tune.tune.sweep sets (small: a driver crash loses little trial progress)
+    # ecg_tune.tune.sweep uses 2 s up to 100 trials, then trials/50 s (sweep._snapshot_period)
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(v.get("snapshot_s", 2))
     import ray
     from ray import tune
@@ -300,7 +300,7 @@ def main() -> int:
                    help="also run 2 trials per slot that sleep this many seconds (e.g. 25): fills every slot, "
                         "so the capacity bounds and idle GPUs are checked at full load (0: none)")
     p.add_argument("--snapshot-s", type=float, default=2.0,
-                   help="TUNE_GLOBAL_CHECKPOINT_S of the drivers (ecg-tune's default: 2)")
+                   help="TUNE_GLOBAL_CHECKPOINT_S of the drivers (ecg-tune: 2 s up to 100 trials, then trials/50)")
     p.add_argument("--profile-dir", default=None, help="write a cProfile summary of each driver here")
     p.add_argument("--timeout", type=int, default=1500, help="seconds per sweep")
     p.add_argument("--json", default=None, help="write every measurement here")

@@ -26,12 +26,10 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
 from _common import header, table
 
 

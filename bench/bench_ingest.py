@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-
 from _common import PYTHON, LoadSampler, bench_env, header, run_timed, table, verdict
 
 DEFAULT_SAMPLE = "/work/shared/data/ptb-xl-sample"

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _common import LoadSampler, header, table, verdict
 
 WINDOW = 250

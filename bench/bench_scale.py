@@ -27,11 +27,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import yaml
-
 from _common import PYTHON, REPO, LoadSampler, bench_env, header, table
 from bench_ingest import DEFAULT_SAMPLE, build_corpus
 from bench_sweep import spec_doc

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from _common import PYTHON, LoadSampler, bench_env, header, table, verdict
 
 HERE = Path(__file__).resolve().parent

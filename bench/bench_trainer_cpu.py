@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 import torch
-
 from _common import LoadSampler, header, table, verdict
 from bench_trainer import random_store
+
 from ecg_tune.config import TrialConfig
 from ecg_tune.data.leads import DEFAULT_ORDER
 from ecg_tune.ssl.methods.base import Batch

@@ -70,7 +70,7 @@ class TrainConfig:
     epochs: int = 100  # the paper ran 2000 (SimCLR/BYOL/SwAV) / 1000 (CPC) epochs on a V100
     batch_size: int = 256  # the paper used 4096 (contrastive) / 32 (CPC)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    compile: bool = False  # torch.compile on GPU
+    compile: bool = False  # torch.compile of the encoder(s), any device (CPU needs g++ and Python headers)
     steps_per_epoch: int = 0  # 0 = one random window per record per epoch
     checkpoint_every: int = 1  # epochs
 

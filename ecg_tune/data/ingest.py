@@ -683,28 +683,17 @@ def _shard_row(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("sum", "sumsq", "clipped", "flat", "notes")}
 
 
-_TEMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp$")  # shards.atomic_write's `.<name>.<pid>.tmp`
+_TEMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")  # shards.atomic_write's `.<name>.<pid>.tmp`
 
 
 def _remove_stale_temp_files(out: Path) -> None:
-    """Delete the temp files a killed run left (shards, journal, manifest), unless their writer still runs."""
+    """Delete the temp files a killed run left (shards, journal, manifest). Called when a run starts: one
+    ingest per output folder at a time (as for the journal), so any temp file there is a leftover.
+    (Not by the pid in the name: a killed worker may linger as a zombie, and pids are reused.)"""
     for folder in (out, out / shard_io.SHARD_DIR, out / JOURNAL):
         for path in folder.iterdir() if folder.is_dir() else []:
-            m = _TEMP_FILE.match(path.name)
-            if m and path.is_file() and not _alive(int(m.group(1))):
+            if _TEMP_FILE.match(path.name) and path.is_file():
                 path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has no write in flight while ingest starts
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _remove_stale_shards(out: Path, keep: set[str]) -> None:

@@ -21,7 +21,7 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search.optuna import OptunaSearch
 
-from ecg_tune.tune.spaces import SearchSpace, SweepSpec
+from ecg_tune.tune.spaces import GRID_KEY, SearchSpace, SweepSpec, pbt_mutations
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,37 @@ def make_scheduler(spec: SweepSpec, *, ablation: bool = False) -> TrialScheduler
         return ASHAScheduler(max_t=b.max_epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor, **common)
     if spec.scheduler == "hyperband":
         return HyperBandScheduler(max_t=b.max_epochs, reduction_factor=b.reduction_factor, **common)
+    return make_pbt(spec)
+
+
+class ClipToSpace:
+    """PBT's explore step multiplies a value by 0.8 or 1.2 without looking at its bounds; bring the
+    mutated floats back into the space's [low, high]. (A class, not a lambda: Ray pickles the scheduler.)"""
+
+    def __init__(self, bounds: dict[str, tuple[float, float]]):
+        self.bounds = bounds
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        cell = config.get(GRID_KEY)
+        if isinstance(cell, dict):
+            for key, (low, high) in self.bounds.items():
+                if isinstance(cell.get(key), int | float):
+                    cell[key] = float(min(max(cell[key], low), high))
+        return config
+
+
+def make_pbt(spec: SweepSpec) -> PopulationBasedTraining:
+    """PBT over a population that sweep.py puts under GRID_KEY (Ray's PBT refuses a search algorithm,
+    so the population is drawn from the space up front): the space's top-level floats are mutated."""
+    from ray import tune
+
+    floats = pbt_mutations(spec.space)
+    mutations = {n.key: (tune.loguniform(n.low, n.high) if n.log else tune.uniform(n.low, n.high)) for n in floats}
     return PopulationBasedTraining(
-        perturbation_interval=max(1, b.grace_period),
-        hyperparam_mutations={n.key: [n.low, n.high] for n in spec.space if hasattr(n, "low")} or None,
-        **common,
+        time_attr="epoch",
+        metric=spec.objective.metric,
+        mode=spec.objective.mode,
+        perturbation_interval=spec.budget.perturbation_interval,
+        hyperparam_mutations={GRID_KEY: mutations},
+        custom_explore_fn=ClipToSpace({n.key: (n.low, n.high) for n in floats}),
     )

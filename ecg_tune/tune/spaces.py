@@ -98,6 +98,7 @@ class Budget:
     reduction_factor: int = 2
     time_budget_s: float | None = None
     max_concurrent: int = 0  # 0 = as many as resources allow
+    perturbation_interval: int = 2  # pbt: epochs between exploit/explore steps
 
 
 @dataclass
@@ -351,6 +352,8 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
         raise ConfigError("budget.max_concurrent", "must be 0 (no limit) or positive")
     if b.time_budget_s is not None and b.time_budget_s <= 0:
         raise ConfigError("budget.time_budget_s", "must be positive (or omitted for no limit)")
+    if b.perturbation_interval < 1:
+        raise ConfigError("budget.perturbation_interval", "must be at least 1 epoch")
     spec.budget = b
 
     res = _require_mapping("resources", doc.get("resources", {}))
@@ -383,6 +386,9 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
 
     spec.fixed = dict(_require_mapping("fixed", doc.get("fixed", {})))
     spec.space = _parse_space("space", doc.get("space", {}))
+    if spec.scheduler == "pbt" and "ablation" not in doc and not pbt_mutations(spec.space):
+        raise ConfigError("scheduler", "pbt explores by mutating float parameters at the top level of space: "
+                                       "(e.g. optim.lr: {float: [1e-4, 1e-2], log: true}); this space has none")
 
     if "ablation" in doc:
         abl = _require_mapping("ablation", doc["ablation"])
@@ -603,6 +609,30 @@ class SearchSpace:
                 for opt in chosen:
                     suggested |= self._sample(trial, node.options[opt], values)
         return suggested
+
+
+def pbt_mutations(nodes: list[Node]) -> list[FloatParam]:
+    """The parameters PBT may mutate: top-level floats. A float changes no tensor shape, so a trial
+    can continue another trial's weights under it; a parameter inside a branch or subset exists only
+    in some configs, and integers and choices (widths, methods, batch sizes) change the model or the
+    schedule: those are sampled once per trial and then kept."""
+    return [n for n in nodes if isinstance(n, FloatParam)]
+
+
+def sample_population(spec: SweepSpec, size: int) -> list[dict[str, Any]]:
+    """`size` flat configs drawn at random from the space (seeded), the starting population of PBT."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.searcher.seed))
+    space = SearchSpace(spec.space, spec.fixed_flat())
+    population = []
+    for _ in range(size):
+        trial = study.ask()
+        flat = space.sample_flat(trial)
+        population.append({k: v for k, v in flat.items() if "?" not in k})
+        study.tell(trial, 0.0)
+    return population
 
 
 def subset_flag(key: str, option: str) -> str:

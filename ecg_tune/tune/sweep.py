@@ -20,14 +20,14 @@ from typing import Any
 
 import ecg_tune
 from ecg_tune.errors import ConfigError, EcgTuneError
-from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec, unwrap
+from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec, pbt_mutations, unwrap
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "ecg_tune_sweep.json"
 DEFAULT_STORAGE = "ecg-tune-output/sweeps"
-# Ray snapshots experiment state at most this often; small values bound what a driver crash loses.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+# How often Ray snapshots the experiment state, unless the user set it: see _snapshot_period.
+_USER_SNAPSHOT_S = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 
 
@@ -65,9 +65,11 @@ class SweepResult:
 def public_uri(uri: str) -> str:
     """`uri` without its user:password. The credentials move into MLflow's environment variables
     (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) of this process, so they are never written
-    to the sweep folder, Ray's experiment state, MLflow params or the terminal. For a database URL
-    (Optuna storage) the password is kept only in memory: `resume` needs it given again."""
-    from urllib.parse import urlsplit, urlunsplit
+    to the sweep folder, Ray's experiment state, MLflow params or the terminal. For a PostgreSQL URL
+    (Optuna storage) the password moves into libpq's PGPASSWORD of this process: Ray pickles the
+    searcher, and with it the storage URL, into the experiment folder. `resume` then needs PGPASSWORD
+    (or ~/.pgpass) again. Other databases have no such variable: a password in their URL is refused."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
 
     parts = urlsplit(uri)
     if not parts.password and not parts.username:
@@ -76,10 +78,15 @@ def public_uri(uri: str) -> str:
     netloc = f"{host}:{parts.port}" if parts.port else host
     if parts.scheme in ("http", "https"):
         if parts.username:
-            os.environ.setdefault("MLFLOW_TRACKING_USERNAME", parts.username)
+            os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
         if parts.password:
-            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", parts.password)
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    if parts.password:
+        if not parts.scheme.startswith("postgresql"):
+            raise ConfigError("--optuna-storage", f"a password in a {parts.scheme} URL would be stored with the sweep; "
+                                                  "use the database's own credentials file, or PostgreSQL with PGPASSWORD/.pgpass")
+        os.environ.setdefault("PGPASSWORD", unquote(parts.password))
     user = f"{parts.username}@" if parts.username else ""
     return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
 
@@ -135,11 +142,13 @@ def dataset_paths(spec: SweepSpec) -> list[str]:
     return list(dict.fromkeys(p for p in paths if p))
 
 
-def _open_data(paths: list[str], sweep_dir: str) -> Any:
+def _open_data(paths: list[str], sweep_dir: str, spec: SweepSpec) -> Any:
     from ecg_tune.data import open_dataset
     from ecg_tune.tune.trainable import SweepData
 
-    return SweepData({p: open_dataset(p) for p in paths}, sweep_dir=sweep_dir)
+    # PBT changes these during a trial; MLflow params cannot change, so trials report them as metrics.
+    mutated = [n.key for n in pbt_mutations(spec.space)] if spec.scheduler == "pbt" and not spec.ablation else []
+    return SweepData({p: open_dataset(p) for p in paths}, sweep_dir=sweep_dir, report_config=mutated)
 
 
 def _trainable(spec: SweepSpec, data: Any) -> Any:
@@ -225,21 +234,46 @@ def _init_ray(address: str | None, spec: SweepSpec) -> None:
         raise EcgTuneError(f"could not connect to the Ray cluster at {address}: {text.splitlines()[0][:300]}; {hint}") from exc
 
 
+def _snapshot_period(n_trials: int) -> None:
+    """Ray writes the state of every trial in each experiment snapshot, so a snapshot costs O(trials).
+    Every 2 s up to 100 trials, then proportionally longer (1,000 trials: 20 s), which keeps the
+    driver's snapshot work per trial constant. What a driver crash loses in between is bounded
+    anyway: trials keep their own newest checkpoint and re-report a final result Ray missed."""
+    if _USER_SNAPSHOT_S is None:
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(max(2, round(n_trials / 50)))
+
+
+def _cluster_slots(spec: SweepSpec) -> int:
+    """How many trials fit on the cluster now (0 if not one does yet, e.g. before autoscaling)."""
+    import ray
+
+    total = ray.cluster_resources()
+    need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu, **spec.resources.custom}
+    fits = [total.get(name, 0.0) / amount for name, amount in need.items() if amount > 0]
+    return int(min(fits) + 1e-9) if fits else 0
+
+
 def _short_trial_name(trial: Any) -> str:
     # Ray's default embeds every config value in the folder name and hits path limits (§3.9).
     return f"trial_{trial.trial_id}"
 
 
-def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int, callbacks: list,
-           optuna_storage: str | None = None) -> Any:
+def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int, callbacks: list) -> Any:
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
     from ecg_tune.tune.searcher import make_scheduler, make_searcher
-    from ecg_tune.tune.spaces import GRID_KEY
+    from ecg_tune.tune.spaces import GRID_KEY, sample_population
 
     ablation = spec.ablation is not None
     max_conc = spec.budget.max_concurrent or None
+    if max_conc is None and not ablation and spec.scheduler != "pbt":
+        # Ray lets a searcher that has no concurrency limit keep just one trial pending, so trials
+        # would start one at a time; limit it to the trials the cluster holds now instead.
+        slots = _cluster_slots(spec)
+        max_conc = slots if slots >= 1 else None
+        log.info("budget.max_concurrent 0: %s trials at a time (the cluster's current capacity)", slots or "unlimited")
+    _snapshot_period(num_samples)
     param_space: dict[str, Any] = {}
     if ablation:
         # One grid value per (cell, seed): the whole flat config, so every trial is fully determined.
@@ -247,9 +281,16 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         param_space = {GRID_KEY: tune.grid_search(grid)}
         search_alg = BasicVariantGenerator(max_concurrent=max_conc or 0)
         num_samples = 1
+    elif spec.scheduler == "pbt":
+        # Ray's PBT takes no search algorithm: the population is drawn from the space here, and PBT
+        # then exploits (copies the weights of better trials) and explores (mutates their floats).
+        population = [{**spec.fixed_flat(), **_resolve_cfg(spec, c)} for c in sample_population(spec, num_samples)]
+        param_space = {GRID_KEY: tune.grid_search(population)}
+        search_alg = BasicVariantGenerator(max_concurrent=max_conc or 0)
+        num_samples = 1
     else:
-        # Prefer libpq's PGPASSWORD/.pgpass over a password in the URL: the searcher state is pickled.
-        search_alg = make_searcher(spec, storage_url=optuna_storage or settings.optuna_storage)
+        # The URL without its password (public_uri): Ray pickles the searcher into the sweep folder.
+        search_alg = make_searcher(spec, storage_url=settings.optuna_storage)
     tune_config = tune.TuneConfig(
         search_alg=search_alg,
         scheduler=make_scheduler(spec, ablation=ablation),
@@ -264,7 +305,8 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         name=spec.name,
         storage_path=str(Path(settings.sweep_dir).parent),
         callbacks=callbacks,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT hands a trial's checkpoint to others later: keep more of them around (Ray warns at <= 2).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if spec.scheduler == "pbt" and not ablation else 2),
         failure_config=tune.FailureConfig(max_failures=3),
         verbose=1,
     )
@@ -308,7 +350,8 @@ def run_sweep(
         raise EcgTuneError(f"sweep {spec.name!r} already exists in {sweep_dir}: use `ecg-tune resume {sweep_dir}` or another --name")
     # Open the data first: a wrong path fails here, before any folder, run or Ray process exists.
     paths = dataset_paths(spec)
-    data_obj = _open_data(paths, str(sweep_dir))
+    data_obj = _open_data(paths, str(sweep_dir), spec)
+    _init_ray(address, spec)  # a wrong --address fails here too, before the folder exists
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(spec.source_text)
 
@@ -331,9 +374,8 @@ def run_sweep(
     settings.save()
     _log_sweep_inputs(client, settings, spec)
     _log_manifests(client, settings, data_obj)
-    _init_ray(address, spec)
     tracking = MLflowTracking(uri, experiment_id, settings.parent_run_id, spec.name)
-    tuner = _tuner(spec, settings, data_obj, settings.num_samples, [tracking], optuna_storage)
+    tuner = _tuner(spec, settings, data_obj, settings.num_samples, [tracking])
     grid = tuner.fit()
     return _finish(spec, settings, grid)
 
@@ -356,8 +398,9 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     settings = SweepSettings.load(sweep_dir)
     spec = parse_spec(_yaml(sweep_dir / "sweep.yaml"), base_dir=str(sweep_dir), source_text=(sweep_dir / "sweep.yaml").read_text())
     spec.name = settings.name
-    data_obj = _open_data(settings.dataset_paths, str(sweep_dir))
+    data_obj = _open_data(settings.dataset_paths, str(sweep_dir), spec)
     _init_ray(address, spec)
+    _snapshot_period(settings.num_samples)
     tuner = tune.Tuner.restore(
         str(sweep_dir), trainable=_trainable(spec, data_obj), resume_unfinished=True, resume_errored=True
     )
@@ -413,7 +456,8 @@ def _finish(spec: SweepSpec, settings: SweepSettings, grid: Any) -> SweepResult:
         model_uri = register_best(client, settings, spec, board)
     except Exception as exc:  # registry problems must not lose the sweep's results
         log.warning("could not register the best encoder: %s", exc)
-    ended = end_orphans(client, settings.experiment_id, spec.name)
+    known = {str(r.metrics.get("trial_id")) for r in grid if r.metrics and r.metrics.get("trial_id")}
+    ended = end_orphans(client, settings.experiment_id, spec.name, known or None)
     if ended:
         log.info("marked %d orphaned runs KILLED", ended)
     status = "FINISHED" if errors == 0 else "FAILED"

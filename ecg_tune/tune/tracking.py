@@ -49,7 +49,7 @@ MAX_PARAM_LENGTH = 6000
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in result.items():
-        if key in _RAY_KEYS or key.startswith("config") or isinstance(value, bool):
+        if key in _RAY_KEYS or key == "config" or key.startswith("config/") or isinstance(value, bool):
             continue
         if isinstance(value, int | float) and math.isfinite(float(value)):
             out[key] = float(value)
@@ -305,11 +305,24 @@ def _error_text(trial: Any) -> str:
     return ""
 
 
-def end_orphans(client: MlflowClient, experiment_id: str, sweep_name: str) -> int:
-    """Mark runs of this sweep still RUNNING (a killed driver's leftovers) as KILLED."""
+def end_orphans(client: MlflowClient, experiment_id: str, sweep_name: str, known_trials: set[str] | None = None) -> int:
+    """End the runs of this sweep still RUNNING: a killed driver's leftovers.
+
+    A trial that started after Ray's last experiment snapshot is unknown to the resumed sweep (its
+    Optuna trial is marked FAIL, `searcher.fail_orphans`): its run is deleted when it logged no metric
+    (it would only duplicate a trial that ran later), otherwise kept as KILLED and tagged `orphaned`.
+    Other leftovers become KILLED."""
     n = 0
     for run in find_runs(client, experiment_id, ecg_tune__sweep=sweep_name):
-        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
-            client.set_terminated(run.info.run_id, status="KILLED")
-            n += 1
+        if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+            continue
+        trial_id = run.data.tags.get(TRIAL_TAG)
+        if known_trials is not None and trial_id and trial_id not in known_trials:
+            if not run.data.metrics:
+                client.delete_run(run.info.run_id)
+                n += 1
+                continue
+            client.set_tag(run.info.run_id, "ecg_tune.state", "orphaned")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        n += 1
     return n

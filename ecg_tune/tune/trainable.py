@@ -7,11 +7,16 @@ once and Ray keeps it in the object store; each trial's `ray.get` maps the signa
 Resume: a trial continues from the newest of (a) the checkpoint Ray hands back and (b) the trial's own
 `last.ckpt` in the sweep folder. (b) matters after a driver crash: Ray restores trials from its last
 experiment snapshot, which can be older than the newest checkpoint on disk (platform notes §2.2.3),
-so without it an interrupted trial would restart from an earlier epoch.
+so without it an interrupted trial would restart from an earlier epoch. Only checkpoints written under
+the trial's own config count (a folder reused by another config is not resumed), except one that Ray
+hands over from another trial: that is a PBT exploit, whose weights continue under this trial's new,
+mutated config. A trial whose final epoch was checkpointed but never reached Ray (the driver died in
+between) reports its final result again instead of training on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,6 +38,8 @@ from ecg_tune.tune.searcher import FULL_BUDGET_KEY
 from ecg_tune.tune.spaces import trial_config
 
 TRAINER_FILE = "trainer.ckpt"
+TRIAL_ID_KEY = "trial_id"  # in the checkpoint header: which trial wrote it (a PBT donor differs)
+PROBE_KEY = "probe_auc"  # in the checkpoint header: the probe value that belongs to these weights
 
 
 @dataclass
@@ -41,6 +48,7 @@ class SweepData:
 
     datasets: dict[str, ECGDataset] = field(default_factory=dict)
     sweep_dir: str = ""
+    report_config: list[str] = field(default_factory=list)  # config keys reported as `config.<key>` metrics
 
     def get(self, path: str) -> ECGDataset:
         if path not in self.datasets:
@@ -48,18 +56,75 @@ class SweepData:
         return self.datasets[path]
 
 
-def _newest_checkpoint(paths: list[Path]) -> Path | None:
+def _newest_checkpoint(paths: list[Path], cfg: TrialConfig | None = None) -> Path | None:
+    """The valid checkpoint with the highest epoch (the first one on ties); with `cfg`, only those
+    written under that config."""
     best, best_epoch = None, -1
     for p in paths:
-        if not p.is_file():
+        header = _header(p)
+        if header is None or (cfg is not None and not _same_config(header, cfg)):
             continue
-        try:
-            epoch = int(load_checkpoint(p).header.get("epoch", 0))
-        except Exception:  # a corrupt or half-written file is skipped, the other one is used
-            continue
+        epoch = int(header.get("epoch", 0))
         if epoch > best_epoch:
             best, best_epoch = p, epoch
     return best
+
+
+def _header(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path).header
+    except Exception:  # a corrupt or half-written file is skipped, the other one is used
+        return None
+
+
+def _same_config(header: dict[str, Any], cfg: TrialConfig) -> bool:
+    try:
+        return TrialConfig.from_flat(header["config"]) == cfg
+    except Exception:
+        return False
+
+
+def _choose_checkpoint(own: Path, ray_path: Path | None, cfg: TrialConfig, trial_id: str) -> Path | None:
+    if ray_path is not None:
+        header = _header(ray_path)
+        if header is not None and header.get(TRIAL_ID_KEY, trial_id) != trial_id:
+            return ray_path  # PBT: continue the donor's weights, whatever our own folder holds
+    return _newest_checkpoint([p for p in (ray_path, own) if p is not None], cfg)
+
+
+def _build_trainer(cfg: TrialConfig, pool: Any, device: torch.device, checkpoint: Path | None) -> Trainer:
+    """A trainer for the trial's config, continuing the state of `checkpoint` when one is given.
+
+    Built from `cfg`, not from the checkpoint's config: they differ only after a PBT exploit, and then
+    the mutated values must win. The optimiser's hyper-parameters travel in its state dict, so they
+    are set from `cfg` again after loading it.
+    """
+    trainer = Trainer.from_config(
+        cfg, pool.store, pool.indices, lead_names=pool.lead_names, normalization=pool.normalization,
+        targets=pool.targets, label_vocabulary=pool.label_vocabulary, device=device,
+    )
+    if checkpoint is None:
+        return trainer
+    ckpt = load_checkpoint(checkpoint)
+    trainer.load_state(ckpt)
+    if not _same_config(ckpt.header, cfg):
+        _set_optimizer_hyperparameters(trainer, cfg)
+    return trainer
+
+
+def _set_optimizer_hyperparameters(trainer: Trainer, cfg: TrialConfig) -> None:
+    for group in trainer.optimizer.param_groups:
+        group["initial_lr"] = cfg.optim.lr
+        if any(p.ndim >= 2 for p in group["params"]):  # the decayed group (optim.parameter_groups)
+            group["weight_decay"] = cfg.optim.weight_decay
+    sched = trainer.scheduler
+    sched.base_lrs = [cfg.optim.lr] * len(trainer.optimizer.param_groups)
+    # The scheduler is a LambdaLR (ssl/optim.py): the rate at its current step, from the new base.
+    for group, base, factor in zip(trainer.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+        group["lr"] = base * factor(sched.last_epoch)
+    sched._last_lr = [g["lr"] for g in trainer.optimizer.param_groups]
 
 
 def _trial_device(gpus: float) -> torch.device:
@@ -100,26 +165,37 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
     downstream = data.get(cfg.data.downstream) if cfg.data.downstream else None
     label_set = cfg.data.label_set
 
-    candidates = [own_ckpt]
     ray_ckpt = tune.get_checkpoint()
-    if ray_ckpt is not None:
-        local = Path(ray_ckpt.to_directory())
-        candidates.append(local / TRAINER_FILE)
-    resume_from = _newest_checkpoint(candidates)
-    if resume_from is not None:
-        trainer = Trainer.restore(resume_from, pool.store, pool.indices, device=device, targets=pool.targets)
-    else:
-        trainer = Trainer.from_config(
-            cfg, pool.store, pool.indices, lead_names=pool.lead_names, normalization=pool.normalization,
-            targets=pool.targets, label_vocabulary=pool.label_vocabulary, device=device,
-        )
+    # as_directory: a local checkpoint is used in place; a remote one is fetched and removed after.
+    with ray_ckpt.as_directory() if ray_ckpt is not None else contextlib.nullcontext() as ray_dir:
+        ray_path = Path(ray_dir) / TRAINER_FILE if ray_dir is not None else None
+        resume_from = _choose_checkpoint(own_ckpt, ray_path, cfg, ctx.get_trial_id())
+        trainer = _build_trainer(cfg, pool, device, resume_from)
+        source = (_header(resume_from) or {}) if resume_from is not None else {}
+        if ray_ckpt is not None and resume_from is not None and resume_from == ray_path:
+            resume_from = Path(ray_ckpt.path) / TRAINER_FILE  # where it lives, for the event log
+    trainer.header[TRIAL_ID_KEY] = ctx.get_trial_id()
 
-    _event(trial_dir, "start", epoch=trainer.epoch, resumed_from=str(resume_from) if resume_from else None)
+    # from_trial: whose weights these are (another trial's after a PBT exploit)
+    _event(trial_dir, "start", epoch=trainer.epoch, resumed_from=str(resume_from) if resume_from else None,
+           from_trial=source.get(TRIAL_ID_KEY), node=_node_id())
     probe_auc = float("nan")
     state_file = trial_dir / "probe.json"
-    if state_file.is_file():  # the last probe value survives restarts between probes
+    if resume_from is not None:  # the probe value of the weights we continue survives restarts between probes
+        probe_auc = float(source.get(PROBE_KEY, float("nan")))
+    elif state_file.is_file():  # written by a version that kept it only there
         probe_auc = float(json.loads(state_file.read_text()).get("probe_auc", float("nan")))
+    flat = trial_config(config)
+    config_metrics = {f"config.{k}": float(flat[k]) for k in data.report_config if isinstance(flat.get(k), int | float)}
     epochs = cfg.train.epochs
+    if trainer.epoch >= epochs and resume_from is not None:
+        # Finished after Ray's last snapshot: Ray reruns it, so tell Ray the final result again.
+        last_epoch = trainer.history[-1] if trainer.history else {}
+        report = {"epoch": trainer.epoch, "excluded_leakage": pool.excluded_leakage, **config_metrics,
+                  **{k: float(v) for k, v in last_epoch.items() if isinstance(v, int | float)}, "probe_auc": probe_auc,
+                  **_finish(trainer, cfg, downstream, trial_dir, device, reuse=True), FULL_BUDGET_KEY: 1.0}
+        _report(trainer, own_ckpt, report)
+        return
     while trainer.epoch < epochs:
         try:
             metrics = trainer.train_epoch()
@@ -131,7 +207,7 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
             return
         epoch = trainer.epoch
         last = epoch == epochs
-        report: dict[str, Any] = {"epoch": epoch, "excluded_leakage": pool.excluded_leakage}
+        report: dict[str, Any] = {"epoch": epoch, "excluded_leakage": pool.excluded_leakage, **config_metrics}
         report.update({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
         if downstream is not None and (epoch % max(1, cfg.evaluation.probe_every) == 0 or last):
             probe_auc = quick_probe(
@@ -141,14 +217,28 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
             )
             state_file.write_text(json.dumps({"probe_auc": probe_auc, "epoch": epoch}))
         report["probe_auc"] = probe_auc
+        trainer.header[PROBE_KEY] = probe_auc
         if last:
             report.update(_finish(trainer, cfg, downstream, trial_dir, device))
             report[FULL_BUDGET_KEY] = 1.0
-        with tempfile.TemporaryDirectory(prefix="ecg-tune-ckpt-") as tmp:
-            trainer.save(Path(tmp) / TRAINER_FILE)
-            # Our own copy first: it is what a restarted trial resumes from after a driver crash.
-            trainer.save(own_ckpt)
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        _report(trainer, own_ckpt, report)
+
+
+def _report(trainer: Trainer, own_ckpt: Path, report: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="ecg-tune-ckpt-") as tmp:
+        trainer.save(Path(tmp) / TRAINER_FILE)
+        # Our own copy first: it is what a restarted trial resumes from after a driver crash.
+        trainer.save(own_ckpt)
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _node_id() -> str:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not inside Ray (a direct call in tests)
+        return ""
 
 
 def _event(trial_dir: Path, event: str, **fields: Any) -> None:
@@ -159,22 +249,29 @@ def _event(trial_dir: Path, event: str, **fields: Any) -> None:
         f.write(json.dumps({"event": event, "time": time.time(), "pid": os.getpid(), **fields}) + "\n")
 
 
-def _finish(trainer: Trainer, cfg: TrialConfig, downstream: ECGDataset | None, trial_dir: Path, device: torch.device) -> dict[str, Any]:
-    """Export the encoder and run the configured evaluation protocols; return their metrics."""
+def _finish(trainer: Trainer, cfg: TrialConfig, downstream: ECGDataset | None, trial_dir: Path,
+            device: torch.device, *, reuse: bool = False) -> dict[str, Any]:
+    """Export the encoder and run the configured evaluation protocols; return their metrics.
+    With `reuse`, results already in the trial's artifacts are read instead of computed again."""
     out: dict[str, Any] = {}
     artifacts = trial_dir / "artifacts"
     artifacts.mkdir(exist_ok=True)
     encoder_path = artifacts / "encoder.ckpt"
-    export_encoder(trainer, trainer.checkpoint_header(), encoder_path)
+    if not (reuse and encoder_path.is_file()):
+        export_encoder(trainer, trainer.checkpoint_header(), encoder_path)
     out["encoder_path"] = str(encoder_path)
     out["artifact_dir"] = str(artifacts)
     if downstream is None:
         return out
     for name in cfg.evaluation.protocols:
+        saved = artifacts / f"{name}.json"
+        if reuse and saved.is_file():
+            out.update(_protocol_metrics(name, json.loads(saved.read_text())))
+            continue
         result = run_protocol(
             name, checkpoint_or_encoder=str(encoder_path), dataset=downstream, label_set=cfg.data.label_set,
             eval_cfg=cfg.evaluation, data_cfg=cfg.data, device=device, seed=cfg.seed,
         )
-        result.save(artifacts / f"{name}.json")
+        result.save(saved)
         out.update(_protocol_metrics(name, result))
     return out

@@ -146,6 +146,30 @@ def test_cuda_batches_match_cpu(resident: bool) -> None:
         assert torch.allclose(a.x, b.x.cpu(), rtol=0, atol=1e-6)
 
 
+def test_pinned_host_path_gives_the_same_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA (not resident) windows are gathered straight into a fresh pinned buffer (`out=`) and
+    copied non_blocking; that branch never runs on a CPU-only machine, so run it here with the pinning
+    switched off (pinned memory needs a CUDA device)."""
+    store = labelled_store(LENGTHS)
+    kw = dict(window=16, batch_size=5, seed=7, lead_indices=[2, 0], normalization=([0.5, 1.0], [2.0, 3.0]))
+    plain = WindowBatches(store, np.arange(20), **kw)
+    pinned = WindowBatches(store, np.arange(20), **kw)
+    assert not pinned._pin  # only a CUDA device pins
+    pinned._pin = True
+    buffers = []
+    real_empty = torch.empty
+
+    def empty(*args, pin_memory: bool = False, **kwargs) -> torch.Tensor:
+        buffers.append(pin_memory)
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    for epoch in (0, 1):
+        for a, b in zip(plain.epoch(epoch), pinned.epoch(epoch), strict=True):
+            assert torch.equal(a.x, b.x)
+    assert buffers == [True] * 2 * len(plain)  # one fresh (pinned) buffer per batch
+
+
 def test_flat_lead_is_only_centred() -> None:
     store = labelled_store(LENGTHS)
     batches = WindowBatches(store, np.arange(20), window=16, batch_size=4, seed=0, normalization=([1.0] * 3, [2.0, 0.0, 1.0]))

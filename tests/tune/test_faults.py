@@ -323,8 +323,6 @@ def test_corrupt_trial_checkpoint_falls_back_to_the_other_copy(tmp_path: Path) -
     assert _newest_checkpoint([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) is None  # start over, never crash
 
 
-@pytest.mark.xfail(strict=True, reason="tune/trainable.py: Trainer.restore rebuilds from the checkpoint's own config, "
-                   "and _newest_checkpoint does not compare it with the trial's; see docs/reliability.md (fix 2)")
 def test_a_checkpoint_of_another_config_in_the_trial_folder_is_not_resumed(tmp_path: Path) -> None:
     from ecg_tune.tune.trainable import _newest_checkpoint
 
@@ -525,8 +523,6 @@ def test_tracking_uri_password_is_never_written_or_printed(sweep_through_restart
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, reason="tune/sweep.py: the Optuna storage URL, password included, is pickled by Ray "
-                   "with the searcher (searcher-state-*.pkl, tuner.pkl); see docs/reliability.md (fix 3)")
 def test_optuna_storage_password_is_never_written_or_printed(sweep_through_restarted_server: dict[str, Any]) -> None:
     run = sweep_through_restarted_server
     if not run["optuna"]:

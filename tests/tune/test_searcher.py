@@ -64,3 +64,56 @@ def test_ablation_always_runs_full_budget() -> None:
     spec = parse_spec({**SPEC, "space": {}, "scheduler": "asha",
                        "ablation": {"baseline": {"method.name": "simclr"}, "factors": {"optim.lr": [0.1]}}})
     assert isinstance(make_scheduler(spec, ablation=True), FIFOScheduler)
+
+
+# ---------------------------------------------------------------------------------------------- PBT
+
+
+def test_pbt_mutates_the_top_level_floats_under_the_grid_key_and_keeps_them_in_bounds() -> None:
+    import random
+
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers.pbt import _explore
+
+    from ecg_tune.tune.spaces import GRID_KEY
+
+    spec = parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "perturbation_interval": 2}})
+    sched = make_scheduler(spec)
+    assert isinstance(sched, PopulationBasedTraining)
+    assert sched._perturbation_interval == 2 and sched._time_attr == "epoch"
+    # method.temperature sits in a branch: only simclr trials have it, so PBT leaves it alone.
+    assert set(sched._hyperparam_mutations) == {GRID_KEY}
+    assert set(sched._hyperparam_mutations[GRID_KEY]) == {"optim.lr"}
+    random.seed(0)
+    config = {GRID_KEY: {"optim.lr": 9e-3, "method.name": "simclr", "method.temperature": 0.5}}
+    for _ in range(200):  # x1.2 steps and resamples: never past [1e-4, 1e-2]
+        config, _ = _explore(config, sched._hyperparam_mutations, sched._resample_probability,
+                             sched._perturbation_factors, sched._custom_explore_fn)
+        assert 1e-4 <= config[GRID_KEY]["optim.lr"] <= 1e-2
+        assert config[GRID_KEY]["method.temperature"] == 0.5 and config[GRID_KEY]["method.name"] == "simclr"
+    pickle.loads(pickle.dumps(sched))  # Ray stores the scheduler with the experiment
+
+
+def test_pbt_needs_a_float_to_explore() -> None:
+    from ecg_tune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="scheduler.*top level of space"):
+        parse_spec({**SPEC, "scheduler": "pbt", "space": {"method.name": {"choice": ["simclr", "byol"]}}})
+    with pytest.raises(ConfigError, match="budget.perturbation_interval"):
+        parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "perturbation_interval": 0}})
+
+
+def test_pbt_population_is_seeded_complete_and_within_the_space() -> None:
+    from ecg_tune.config import TrialConfig
+    from ecg_tune.tune.spaces import sample_population
+
+    spec = parse_spec({**SPEC, "scheduler": "pbt"})
+    first, again = sample_population(spec, 8), sample_population(spec, 8)
+    assert first == again and len({c["optim.lr"] for c in first}) == 8
+    for cfg in first:
+        assert 1e-4 <= cfg["optim.lr"] <= 1e-2 and cfg["train.epochs"] == 4
+        assert ("method.temperature" in cfg) == (cfg["method.name"] == "simclr")
+        assert not any("?" in k for k in cfg)
+        TrialConfig.from_flat(cfg)  # every member is a valid trial config
+    other = parse_spec({**SPEC, "scheduler": "pbt", "searcher": {**SPEC["searcher"], "seed": 1}})
+    assert sample_population(other, 8) != first

@@ -113,3 +113,18 @@ def test_orphaned_running_runs_are_marked_killed(tmp_path: Path) -> None:
     run = client.create_run(exp, tags={"ecg_tune.sweep": "sweep-a", "ecg_tune.role": "trial", "ecg_tune.trial_id": "x"})
     assert end_orphans(client, exp, "sweep-a") == 2  # the orphan trial run and the still-open parent
     assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_runs_of_trials_ray_never_recorded_are_deleted_when_empty_else_tagged(tmp_path: Path) -> None:
+    client, cb, exp = make(tmp_path)
+    tags = {"ecg_tune.sweep": "sweep-a", "ecg_tune.role": "trial"}
+    known = client.create_run(exp, tags={**tags, "ecg_tune.trial_id": "known"})
+    empty = client.create_run(exp, tags={**tags, "ecg_tune.trial_id": "ghost"})
+    trained = client.create_run(exp, tags={**tags, "ecg_tune.trial_id": "ghost2"})
+    client.log_metric(trained.info.run_id, "probe_auc", 0.6, step=1)
+    assert end_orphans(client, exp, "sweep-a", {"known"}) == 4  # + the still-open parent
+    assert client.get_run(empty.info.run_id).info.lifecycle_stage == "deleted"
+    kept = client.get_run(trained.info.run_id)
+    assert kept.info.status == "KILLED" and kept.data.tags["ecg_tune.state"] == "orphaned"
+    assert client.get_run(known.info.run_id).info.status == "KILLED"
+    assert "ecg_tune.state" not in client.get_run(known.info.run_id).data.tags
