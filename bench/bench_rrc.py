@@ -1,10 +1,28 @@
-"""RandomResizedCrop on CPU: the sort-free version now in the package vs the previous argsort version
-vs the per-window numpy loop, alone and followed by TimeOut (the paper's default pipeline).
+"""RandomResizedCrop (+ TimeOut) on CPU: the package's version vs the previous one vs the per-window
+numpy loop, plus a grid_sample variant that was tried and not adopted.
 
-The previous version (argsort of random integer keys to pick the placed positions) is kept below,
-verbatim apart from its name, so that both run in the same process on the same batches. Rounds
-alternate over the variants in rotating order; the table gives the median and best wall time and the
-median process-CPU time per batch, and throughput ratios against the numpy loop.
+- previous: the implementation before the single-pass rewrite, kept below verbatim apart from its
+  name (sort-free positions, then two full-size gathers and an out-of-place lerp), with the previous
+  TimeOut (out-of-place mask multiply) after it.
+- now: `RandomResizedCrop` (same random draws and positions, bit-identical output; per-sample map
+  with fewer passes; gather + in-place lerp through a cache-sized scratch buffer, the output being
+  the only batch-sized allocation) and the pipeline `build_pipeline(["random_resized_crop",
+  "timeout"])`, whose TimeOut runs in place on the crop's output (`Augmentation.forward_`).
+- grid_sample: the same positions, interpolated by `F.grid_sample` on (B, L, 1, T) (one fused
+  gather + lerp kernel for all leads), TimeOut folded in by moving its block's coordinates outside
+  the input (padding_mode="zeros").
+
+Before timing, the script checks that the variants agree (now == previous bit for bit; grid_sample
+within float rounding). Each call's output is dropped before the next call, as in training. Rounds
+rotate the order of the variants; a table gives the median and best wall time and the median
+process-CPU time per batch, and throughput ratios against the numpy loop (RRC alone against the numpy
+RRC, the pairs against the numpy RRC + TimeOut).
+
+Two tables: first with glibc malloc's default behaviour (what a training process gets), then after
+`mallopt` raised the trim and mmap thresholds so that freed memory stays in the process. Batch-sized
+blocks (12 MiB here) freed together otherwise go back to the OS and the next call page-faults fresh
+memory; the second table shows the arithmetic alone. (glibc only; elsewhere the second table is
+skipped.)
 
     .venv/bin/python bench/bench_rrc.py [--batch 1024] [--threads 1] [--rounds 15]
 """
@@ -12,22 +30,34 @@ median process-CPU time per batch, and throughput ratios against the numpy loop.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
-
+import torch.nn.functional as F
 from _common import LoadSampler, header, table, verdict
 from bench_augment import np_loop, np_random_resized_crop, np_timeout
+
 from ecg_tune.ssl.augment import build_pipeline
-from ecg_tune.ssl.augment.random_resized_crop import RandomResizedCrop, RandomResizedCropParams, lerp_at
+from ecg_tune.ssl.augment.random_resized_crop import RandomResizedCrop, RandomResizedCropParams, crop_map
 from ecg_tune.ssl.augment.timeout import TimeOut, TimeOutParams
 
 
-class ArgsortResizedCrop(RandomResizedCrop):
-    """The previous implementation: placed positions = the `crop` smallest of random integer keys."""
+def previous_lerp_at(x: torch.Tensor, left: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    """The previous `lerp_at`: two full-size gathers and an out-of-place lerp."""
+    batch, leads, length = x.shape
+    right = (left + 1).clamp(max=length - 1)
+    x0 = torch.gather(x, 2, left.unsqueeze(1).expand(batch, leads, -1))
+    x1 = torch.gather(x, 2, right.unsqueeze(1).expand(batch, leads, -1))
+    return torch.lerp(x0, x1, frac.to(x.dtype).unsqueeze(1).expand_as(x0))
+
+
+class PreviousResizedCrop(RandomResizedCrop):
+    """The previous implementation (sort-free positions, int64 bookkeeping, previous_lerp_at)."""
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch, _, length = x.shape
@@ -41,17 +71,80 @@ class ArgsortResizedCrop(RandomResizedCrop):
         crop = (r * length).long().clamp(2, length)
         u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64)
         start = torch.minimum((u * (length - crop + 1)).long(), length - crop)
-        keys = torch.randint(0, 2**31 - 1, (batch, length), generator=generator, device=dev, dtype=torch.int32)
-        keys[:, 0] = -1
-        keys[:, -1] = -1
+        inner = crop - 2
+        spare = length - crop
+        unif = torch.rand(batch, length - 1, generator=generator, device=dev, dtype=torch.float32)
+        sums = unif.neg_().log1p_().neg_().cumsum(dim=1)
+        ordered = sums[:, : length - 2] / sums.gather(1, inner.unsqueeze(1))
+        slot = (ordered * (spare + 1).unsqueeze(1).to(ordered.dtype)).floor_()
+        slot = torch.minimum(slot, spare.unsqueeze(1).to(slot.dtype))
+        k = torch.arange(length - 2, device=dev)
+        pos = torch.where(k < inner.unsqueeze(1), slot.long() + k + 1, length - 1)
+        end = pos.new_full((batch, 2), length - 1)
+        knots = torch.cat([pos.new_zeros(batch, 1), pos, end], dim=1)
+        placed = torch.zeros(batch, length, device=dev, dtype=torch.float32).scatter_(1, knots[:, :length], 1.0)
+        index = placed.cumsum(dim=1).long() - 1
+        prev = knots.gather(1, index)
+        nxt = knots.gather(1, index + 1)
         t = torch.arange(length, device=dev)
-        taken = t.unsqueeze(0) < crop.unsqueeze(1)
-        placed = torch.zeros_like(taken).scatter_(1, keys.argsort(dim=1), taken)
-        index = placed.cumsum(dim=1) - 1
-        prev = torch.where(placed, t, 0).cummax(dim=1).values
-        nxt = torch.where(placed, t, length).flip(1).cummin(dim=1).values.flip(1)
         frac = (t - prev).to(work.dtype) / (nxt - prev).clamp(min=1)
-        return lerp_at(work, start.unsqueeze(1) + index, frac).to(x.dtype)
+        return previous_lerp_at(work, start.unsqueeze(1) + index, frac).to(x.dtype)
+
+
+class PreviousTimeOut(TimeOut):
+    """The previous TimeOut: int64 comparisons for the block, out-of-place mask multiply."""
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        batch, _, length = x.shape
+        dev, p = x.device, self.params
+        r = p.min_fraction + (p.max_fraction - p.min_fraction) * torch.rand(
+            batch, generator=generator, device=dev, dtype=torch.float64
+        )
+        size = (r * length).long()
+        u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64)
+        start = torch.minimum((u * (length - size + 1)).long(), length - size)
+        t = torch.arange(length, device=dev)
+        block = (t >= start[:, None]) & (t < (start + size)[:, None])
+        return x * (~block).to(x.dtype)[:, None, :]
+
+
+class GridSampleResizedCrop(RandomResizedCrop):
+    """The same positions, interpolated with F.grid_sample; TimeOut optionally folded in."""
+
+    def __init__(self, params: RandomResizedCropParams, fs: float, timeout: TimeOut | None = None):
+        super().__init__(params, fs)
+        self.timeout = timeout
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        batch, leads, length = x.shape
+        start, _, knots = self.sample(batch, length, x.device, generator)
+        left, frac = crop_map(start, knots, x.dtype)
+        # Normalised x coordinate for align_corners=True: -1 is sample 0, +1 is sample T-1.
+        coord = (left.to(x.dtype) + frac).mul_(2 / (length - 1)).sub_(1)
+        if self.timeout is not None:  # zeros: both neighbours outside the input
+            keep = self.timeout.keep_mask(batch, length, x.device, x.dtype, generator)[:, 0]
+            coord = torch.where(keep > 0, coord, 3.0)
+        grid = torch.stack([coord, torch.zeros_like(coord)], dim=-1).unsqueeze(1)  # (B, 1, T, 2)
+        out = F.grid_sample(x.view(batch, leads, 1, length), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=True)
+        return out.view(batch, leads, length)
+
+
+def check_agreement(x: torch.Tensor, new: RandomResizedCrop, old: PreviousResizedCrop, pipe: torch.nn.Module,
+                    old_timeout: PreviousTimeOut, grid_pair: GridSampleResizedCrop) -> str:
+    def gen() -> torch.Generator:
+        return torch.Generator().manual_seed(123)
+
+    same_rrc = torch.equal(new(x, gen()), old(x, gen()))
+    g = gen()
+    before = old_timeout(old(x, g), g)
+    now = pipe(x, gen())
+    same_pair = torch.equal(now, before)
+    grid_err = (grid_pair(x, gen()) - now).abs().max().item()
+    if not (same_rrc and same_pair and grid_err < 1e-4):
+        raise SystemExit(f"variants disagree: rrc equal {same_rrc}, pair equal {same_pair}, grid err {grid_err}")
+    return (f"agreement on this batch: now == previous bit for bit (RRC and RRC + TimeOut); "
+            f"grid_sample max |diff| {grid_err:.1e}")
 
 
 def main() -> None:
@@ -70,48 +163,88 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     new = RandomResizedCrop(RandomResizedCropParams(), fs)
-    old = ArgsortResizedCrop(RandomResizedCropParams(), fs)
+    old = PreviousResizedCrop(RandomResizedCropParams(), fs)
     timeout = TimeOut(TimeOutParams(), fs)
+    old_timeout = PreviousTimeOut(TimeOutParams(), fs)
     pipe = build_pipeline(["random_resized_crop", "timeout"], None, fs)
-    assert type(pipe.steps[0]) is RandomResizedCrop  # the package's pipeline uses the new version
+    assert type(pipe.steps[0]) is RandomResizedCrop and type(pipe.steps[1]) is TimeOut
+    grid = GridSampleResizedCrop(RandomResizedCropParams(), fs)
+    grid_pair = GridSampleResizedCrop(RandomResizedCropParams(), fs, timeout)
 
+    rrc_ref, pair_ref = "numpy per-window RRC", "numpy per-window RRC + TimeOut"
+    now_pair = "torch RRC + TimeOut, pipeline (now)"
     variants: dict[str, Callable[[], object]] = {
-        "torch RRC, sort-free (now)": lambda: new(x, gen),
-        "torch RRC, argsort (before)": lambda: old(x, gen),
-        "torch RRC + TimeOut, sort-free (now)": lambda: timeout(new(x, gen), gen),
-        "torch RRC + TimeOut, argsort (before)": lambda: timeout(old(x, gen), gen),
-        "numpy per-window RRC": lambda: np_loop([np_random_resized_crop])(x_np, rng),
-        "numpy per-window RRC + TimeOut": lambda: np_loop([np_random_resized_crop, np_timeout])(x_np, rng),
+        "torch RRC (now)": lambda: new(x, gen),
+        "torch RRC, previous": lambda: old(x, gen),
+        "torch RRC, grid_sample (tried)": lambda: grid(x, gen),
+        now_pair: lambda: pipe(x, gen),
+        "torch RRC + TimeOut, now, steps called separately": lambda: timeout(new(x, gen), gen),
+        "torch RRC + TimeOut, previous": lambda: old_timeout(old(x, gen), gen),
+        "torch RRC + TimeOut, grid_sample with TimeOut folded in (tried)": lambda: grid_pair(x, gen),
+        rrc_ref: lambda: np_loop([np_random_resized_crop])(x_np, rng),
+        pair_ref: lambda: np_loop([np_random_resized_crop, np_timeout])(x_np, rng),
     }
     header(f"RandomResizedCrop: batch {args.batch} x 12 x {args.length}, {args.threads} torch thread(s)")
+    with LoadSampler() as load, torch.no_grad():
+        print(check_agreement(x, new, old, pipe, old_timeout, grid_pair))
+        print()
+        for phase in ("default malloc", "malloc trim/mmap thresholds raised (freed memory kept: no page faults)"):
+            if phase != "default malloc":
+                if not keep_freed_memory():
+                    print("(mallopt unavailable: no second table)")
+                    break
+                print()
+            times = timed_rounds(variants, args.rounds, args.numpy_every)
+            med = {n: statistics.median(w for w, _ in v) for n, v in times.items()}
+            cpu = {n: statistics.median(c for _, c in v) for n, v in times.items()}
+            rows = []
+            for n in variants:
+                ref = pair_ref if "TimeOut" in n else rrc_ref
+                rows.append([n, f"{med[n] * 1e3:.1f}", f"{min(w for w, _ in times[n]) * 1e3:.1f}",
+                             f"{cpu[n] * 1e3:.1f}", f"{args.batch / med[n]:,.0f}", f"{med[ref] / med[n]:.1f}x",
+                             f"{cpu[ref] / cpu[n]:.1f}x"])
+            print(f"### {phase}")
+            print(table(["variant", "ms/batch (median)", "ms/batch (best)", "CPU ms/batch (median)", "windows/s",
+                         "speed vs numpy loop (wall)", "(CPU)"], rows))
+            wall_speed = med[pair_ref] / med[now_pair]
+            cpu_speed = cpu[pair_ref] / cpu[now_pair]
+            gain_rrc = med["torch RRC, previous"] / med["torch RRC (now)"]
+            gain_pair = med["torch RRC + TimeOut, previous"] / med[now_pair]
+            print()
+            print(f"now vs previous (median wall): RRC {gain_rrc:.2f}x, RRC + TimeOut {gain_pair:.2f}x faster. "
+                  f"RRC + TimeOut pipeline vs the numpy loop: {wall_speed:.1f}x wall, {cpu_speed:.1f}x CPU; "
+                  f"target >= {args.target:g}x: {verdict(min(wall_speed, cpu_speed) >= args.target)}")
+    print(load.summary())
+
+
+def timed_rounds(variants: dict[str, Callable[[], object]], rounds: int, numpy_every: int
+                 ) -> dict[str, list[tuple[float, float]]]:
+    """(wall, process-CPU) seconds per call; one warm-up call each, then `rounds` rotating rounds."""
     names = list(variants)
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
-    with LoadSampler() as load, torch.no_grad():
-        for n in names:
-            variants[n]()
-        for r in range(args.rounds):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for n in order:
-                if n.startswith("numpy") and r % args.numpy_every:
-                    continue
-                w0, c0 = time.perf_counter(), time.process_time()
-                variants[n]()
-                times[n].append((time.perf_counter() - w0, time.process_time() - c0))
-    med = {n: statistics.median(w for w, _ in v) for n, v in times.items()}
-    cpu = {n: statistics.median(c for _, c in v) for n, v in times.items()}
-    rows = []
     for n in names:
-        ref = "numpy per-window RRC + TimeOut" if "TimeOut" in n else "numpy per-window RRC"
-        rows.append([n, f"{med[n] * 1e3:.1f}", f"{min(w for w, _ in times[n]) * 1e3:.1f}", f"{cpu[n] * 1e3:.1f}",
-                     f"{args.batch / med[n]:,.0f}", f"{med[ref] / med[n]:.1f}x", f"{cpu[ref] / cpu[n]:.1f}x"])
-    print(table(["variant", "ms/batch (median)", "ms/batch (best)", "CPU ms/batch (median)", "windows/s",
-                 "speed vs numpy loop (wall)", "(CPU)"], rows))
-    speed = med["numpy per-window RRC + TimeOut"] / med["torch RRC + TimeOut, sort-free (now)"]
-    gain = med["torch RRC, argsort (before)"] / med["torch RRC, sort-free (now)"]
-    print()
-    print(f"RRC sort-free vs argsort: {gain:.2f}x faster (median wall). RRC + TimeOut vs the numpy loop: "
-          f"{speed:.1f}x; target >= {args.target:g}x: {verdict(speed >= args.target)}")
-    print(load.summary())
+        variants[n]()
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            if n.startswith("numpy") and r % numpy_every:
+                continue
+            w0, c0 = time.perf_counter(), time.process_time()
+            variants[n]()
+            times[n].append((time.perf_counter() - w0, time.process_time() - c0))
+    return times
+
+
+def keep_freed_memory() -> bool:
+    """glibc: keep freed memory in the process (mallopt M_TRIM_THRESHOLD, M_MMAP_THRESHOLD)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_trim_threshold, 2**31 - 1)) and bool(mallopt(m_mmap_threshold, 2**25))
 
 
 if __name__ == "__main__":

@@ -257,13 +257,16 @@ def part_a(args: argparse.Namespace, data: Path, work: Path) -> None:
         print(f"(random-search results reused from {args.fifo_json}; its timings are from that run)")
     else:
         rs = run_child(spec_doc("rs-fifo", data, scheduler="fifo", **common), work)
-    asha = run_child(spec_doc("rs-asha", data, scheduler="asha", rf=args.rf, **common), work)
+    labels = {"asha": "random search + ASHA (Ray's stopping variant)",
+              "asha_promotion": "random search + ASHA by promotion (ecg-tune)"}
+    runs = {name: run_child(spec_doc(f"rs-{name.replace('_', '-')}", data, scheduler=name, rf=args.rf, **common), work)
+            for name in args.schedulers.split(",")}
     print(f"### (a) ASHA vs full-budget random search: {args.trials} trials, max {args.epochs} epochs, "
-          f"ASHA grace 1 / reduction factor {args.rf}, 2 concurrent trials, {args.records} records")
+          f"grace 1 / reduction factor {args.rf}, 2 concurrent trials, {args.records} records")
     print()
     rows = []
     summary = {}
-    for label, res in (("random search, full budget (FIFO)", rs), ("random search + ASHA", asha)):
+    for label, res in [("random search, full budget (FIFO)", rs), *((labels[n], r) for n, r in runs.items())]:
         te = sum(int(t["epochs"] or 0) for t in res["trials"])
         full = [t for t in res["trials"] if int(t["epochs"] or 0) == args.epochs]
         best = max((t["probe_auc"] for t in full if t["probe_auc"] is not None), default=float("nan"))
@@ -272,28 +275,29 @@ def part_a(args: argparse.Namespace, data: Path, work: Path) -> None:
     print(table(["variant", "trials", "trials at full budget", "trial-epochs", "best probe AUC (full budget)",
                  "sweep wall s", "errors"], rows))
     configs_rs = sorted(json.dumps(t["config"], sort_keys=True, default=str) for t in rs["trials"])
-    configs_asha = sorted(json.dumps(t["config"], sort_keys=True, default=str) for t in asha["trials"])
-    same = configs_rs == configs_asha
-    (te_rs, best_rs), (te_asha, best_asha) = summary.values()
-    frac = te_asha / te_rs
-    reached = best_asha >= best_rs - 1e-9
+    te_rs, best_rs = summary["random search, full budget (FIFO)"]
     print()
-    print(f"- same configurations in both sweeps: {same}")
-    print(f"- ASHA used {te_asha}/{te_rs} = {frac:.0%} of the trial-epochs; best probe AUC {best_asha:.4f} vs "
-          f"{best_rs:.4f} (difference {best_asha - best_rs:+.4f})")
-    print(f"- target (reaches the best with <= 1/3 of the trial-epochs): {verdict(reached and frac <= 1 / 3)}")
+    for name, res in runs.items():
+        same = configs_rs == sorted(json.dumps(t["config"], sort_keys=True, default=str) for t in res["trials"])
+        te, best = summary[labels[name]]
+        frac = te / te_rs
+        reached = best >= best_rs - 1e-9
+        print(f"- {labels[name]}: same configurations as the random search: {same}; {te}/{te_rs} = {frac:.0%} of "
+              f"the trial-epochs; best probe AUC {best:.4f} vs {best_rs:.4f} (difference {best - best_rs:+.4f}); "
+              f"target (reaches the best with <= 1/3 of the trial-epochs): {verdict(reached and frac <= 1 / 3)}")
     per_trial = []
     for t in sorted(rs["trials"], key=lambda t: -(t["probe_auc"] or 0)):
-        match = next((a for a in asha["trials"] if a["config"] == t["config"]), None)
-        per_trial.append([json.dumps({k.split(".")[-1]: (round(v, 4) if isinstance(v, float) else v)
-                                      for k, v in t["config"].items()}),
-                          f"{t['probe_auc']:.4f}", match["epochs"] if match else "-",
-                          f"{match['probe_auc']:.4f}" if match and match["probe_auc"] is not None else "-"])
+        row = [json.dumps({k.split(".")[-1]: (round(v, 4) if isinstance(v, float) else v) for k, v in t["config"].items()}),
+               f"{t['probe_auc']:.4f}"]
+        for res in runs.values():
+            match = next((a for a in res["trials"] if a["config"] == t["config"]), None)
+            row.append(f"{match['epochs']} ({match['probe_auc']:.4f})" if match and match["probe_auc"] is not None else "-")
+        per_trial.append(row)
     print()
     print(table(["config (random search order by final AUC)", "FIFO AUC at epoch " + str(args.epochs),
-                 "ASHA epochs", "ASHA last AUC"], per_trial))
+                 *[f"{n}: epochs (last AUC)" for n in runs]], per_trial))
     print()
-    part_b([("random search (FIFO)", rs), ("ASHA", asha)])
+    part_b([("random search (FIFO)", rs), *((labels[n], r) for n, r in runs.items())])
 
 
 def part_b(runs: list[tuple[str, dict[str, Any]]]) -> None:
@@ -366,6 +370,7 @@ def main() -> None:
     parser.add_argument("--scale-trials", type=int, default=12)
     parser.add_argument("--scale-epochs", type=int, default=2)
     parser.add_argument("--parts", default="a,c")
+    parser.add_argument("--schedulers", default="asha,asha_promotion", help="early-stopping schedulers compared in (a)")
     parser.add_argument("--fifo-json", default=None, help="reuse the random-search (FIFO) results of an earlier run")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()

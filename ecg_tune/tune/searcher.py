@@ -113,6 +113,11 @@ def make_scheduler(spec: SweepSpec, *, ablation: bool = False) -> TrialScheduler
         return FIFOScheduler()  # ablation cells must all train fully: their CIs compare full budgets
     if spec.scheduler == "asha":
         return ASHAScheduler(max_t=b.max_epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor, **common)
+    if spec.scheduler == "asha_promotion":
+        from ecg_tune.tune.asha import PromotionASHA
+
+        return PromotionASHA(max_t=b.max_epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor,
+                             max_concurrent=b.max_concurrent, **common)
     if spec.scheduler == "hyperband":
         return HyperBandScheduler(max_t=b.max_epochs, reduction_factor=b.reduction_factor, **common)
     return make_pbt(spec)

@@ -23,7 +23,7 @@ import yaml
 from ecg_tune.config import TrialConfig, check_params, from_flat
 from ecg_tune.errors import ConfigError
 
-SCHEDULERS = ("asha", "hyperband", "pbt", "fifo")
+SCHEDULERS = ("asha", "asha_promotion", "hyperband", "pbt", "fifo")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PROTOCOLS = ("linear", "finetune", "supervised", "random", "label-efficiency", "noise")
 OBJECTIVE_METRICS = ("probe_auc", "loss")

@@ -267,7 +267,7 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
 
     ablation = spec.ablation is not None
     max_conc = spec.budget.max_concurrent or None
-    if max_conc is None and not ablation and spec.scheduler != "pbt":
+    if max_conc is None and not ablation and spec.scheduler not in ("pbt", "asha_promotion"):
         # Ray lets a searcher that has no concurrency limit keep just one trial pending, so trials
         # would start one at a time; limit it to the trials the cluster holds now instead.
         slots = _cluster_slots(spec)
@@ -291,6 +291,8 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
     else:
         # The URL without its password (public_uri): Ray pickles the searcher into the sweep folder.
         search_alg = make_searcher(spec, storage_url=settings.optuna_storage)
+    if spec.scheduler == "asha_promotion" and not ablation:
+        max_conc = None  # the scheduler limits concurrency itself (see ecg_tune/tune/asha.py)
     tune_config = tune.TuneConfig(
         search_alg=search_alg,
         scheduler=make_scheduler(spec, ablation=ablation),

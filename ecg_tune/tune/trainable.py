@@ -17,6 +17,7 @@ between) reports its final result again instead of training on.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -210,8 +211,11 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
         report: dict[str, Any] = {"epoch": epoch, "excluded_leakage": pool.excluded_leakage, **config_metrics}
         report.update({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
         if downstream is not None and (epoch % max(1, cfg.evaluation.probe_every) == 0 or last):
+            # A compiled encoder would recompile for eval mode and every new batch shape: probe a copy
+            # (deepcopy of an in-place compiled module is a plain one).
+            encoder = copy.deepcopy(trainer.method.encoder) if cfg.train.compile else trainer.method.encoder
             probe_auc = quick_probe(
-                trainer.method.encoder, downstream, label_set=label_set, data_cfg=cfg.data,
+                encoder, downstream, label_set=label_set, data_cfg=cfg.data,
                 eval_cfg=cfg.evaluation, device=device, seed=cfg.seed,
                 max_records=cfg.evaluation.probe_max_records,
             )

@@ -16,6 +16,7 @@ from scipy import stats
 from ecg_tune.data.leads import DEFAULT_ORDER
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.augment import AUGMENTATIONS, Augmentation, Pipeline, build_pipeline, physiological_noise
+from ecg_tune.ssl.augment.random_resized_crop import crop_map, lerp_at
 
 NAMES = [
     "gaussian_noise",
@@ -221,6 +222,73 @@ def test_timeout_zeroes_one_contiguous_block_of_20_to_40_percent_in_all_leads():
     assert min(sizes) < 0.25 * length and max(sizes) > 0.35 * length
 
 
+def test_timeout_block_size_and_start_are_uniform():
+    length, batch = 250, 20000
+    keep = aug("timeout").steps[0].keep_mask(batch, length, "cpu", torch.float32, gen(9))
+    assert keep.shape == (batch, 1, length)
+    zero = (keep[:, 0] == 0).numpy()
+    sizes = zero.sum(axis=1)
+    starts = zero.argmax(axis=1)
+    # one contiguous block per window, of int(r*T) samples with r ~ U(0.2, 0.4): sizes 50..99 (100 has
+    # probability 0), each about equally often
+    assert all(zero[b, starts[b] : starts[b] + sizes[b]].all() for b in range(0, batch, 97))
+    counts = np.bincount(sizes, minlength=101)[50:100]
+    assert sizes.min() >= 50 and sizes.max() <= 99
+    assert stats.chisquare(counts).pvalue > 1e-3
+    # start uniform over 0..T-size inclusive, whatever the size: (start + U) / (T - size + 1) ~ U(0, 1)
+    u = (starts + np.random.default_rng(0).random(batch)) / (length - sizes + 1)
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    assert (starts == length - sizes).any() and (starts == 0).any()  # both extreme starts occur
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_timeout_in_place_equals_out_of_place(dtype):
+    timeout = aug("timeout").steps[0]
+    x = signal(16, 12, 250, dtype=dtype)
+    want = timeout(x, gen(4))
+    y = x.clone()
+    out = timeout.forward_(y, gen(4))
+    assert out.data_ptr() == y.data_ptr() and torch.equal(out, want)
+
+
+class _View(Augmentation):
+    """A step that returns a view of its input (as a crop by slicing would)."""
+
+    Params = dict
+
+    def forward(self, x, generator=None):
+        return x[..., :]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["random_resized_crop", "timeout"], ["channel_resize", "timeout", "timeout"], ["timeout", "timeout"]],
+)
+def test_pipeline_steps_in_place_give_the_same_result_and_leave_the_input_alone(names):
+    pipe = build_pipeline(names, None, 100.0)
+    x = signal(32, 12, 250)
+    before = x.clone()
+    y = pipe(x, gen(5))
+    g = gen(5)
+    want = x
+    for step in pipe.steps:  # each step on its own, out of place
+        want = step(want, g)
+    assert torch.equal(y, want)
+    assert torch.equal(x, before)
+
+
+def test_pipeline_never_writes_into_a_view_of_its_input():
+    timeout = aug("timeout").steps[0]
+    x = signal(8, 12, 250)
+    before = x.clone()
+    y = Pipeline([_View({}, 100.0), timeout])(x, gen(1))
+    assert torch.equal(x, before) and torch.equal(y, timeout(x, gen(1)))
+    xg = x.clone().requires_grad_(True)  # under autograd nothing is overwritten either
+    yg = build_pipeline(["random_resized_crop", "timeout"], None, 100.0)(xg, gen(2))
+    yg.sum().backward()
+    assert xg.grad is not None and torch.equal(xg.detach(), x)
+
+
 def test_random_resized_crop_is_an_interpolation_of_a_contiguous_crop():
     batch, length = 64, 250
     rrc = aug("random_resized_crop")
@@ -244,6 +312,83 @@ def test_random_resized_crop_is_an_interpolation_of_a_contiguous_crop():
     # The stretch is non-uniform: gaps between placed samples vary within one window.
     gaps = np.diff(np.flatnonzero(np.isclose(pos[0], np.round(pos[0]), atol=1e-9)))
     assert len(set(gaps.tolist())) > 1 or len(gaps) == length - 1
+
+
+def _np_resized_crop(x: np.ndarray, start: np.ndarray, crop: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Independent per-window, per-lead version: crop sample i sits at output knots[b, i], np.interp
+    fills the rest."""
+    batch, leads, length = x.shape
+    out = np.empty_like(x)
+    for b in range(batch):
+        placed = knots[b, : crop[b]]
+        window = x[b, :, start[b] : start[b] + crop[b]]
+        for lead in range(leads):
+            out[b, lead] = np.interp(np.arange(length), placed, window[lead])
+    return out
+
+
+@pytest.mark.parametrize(
+    "length, fractions",
+    [(250, (0.5, 1.0)), (250, (0.1, 0.3)), (1000, (0.5, 1.0)), (3, (0.5, 1.0)), (7, (0.1, 1.0)), (40, (1.0, 1.0))],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_random_resized_crop_equals_a_numpy_loop_through_its_sampled_positions(length, fractions, dtype):
+    lo, hi = fractions
+    rrc = aug("random_resized_crop", min_fraction=lo, max_fraction=hi).steps[0]
+    batch = 48
+    start, crop, knots = rrc.sample(batch, length, "cpu", gen(11))
+    start, crop, knots = start.numpy(), crop.numpy(), knots.numpy()
+    # The positions obey the contract: ends 0 and T-1, crop-2 sorted distinct interior integers.
+    assert ((crop >= max(2, int(lo * length))) & (crop <= max(2, int(hi * length)))).all()
+    assert ((start >= 0) & (start + crop <= length)).all()
+    for b in range(batch):
+        placed = knots[b, : crop[b]]
+        assert placed[0] == 0 and placed[-1] == length - 1
+        assert (placed == np.round(placed)).all() and (np.diff(placed) > 0).all()
+        assert (knots[b, crop[b] :] == length - 1).all()
+    x = signal(batch, 5, length, dtype=dtype)
+    y = rrc(x, gen(11)).numpy()  # same generator state: the same positions
+    want = _np_resized_crop(x.numpy(), start, crop, knots)
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
+    for b in range(batch):  # crop samples appear bit for bit at their positions
+        placed = knots[b, : crop[b]].astype(int)
+        np.testing.assert_array_equal(y[b][:, placed], x[b, :, start[b] : start[b] + crop[b]].numpy())
+    if lo == hi == 1.0:
+        np.testing.assert_array_equal(y, x.numpy())  # the whole window at every position: identity
+
+
+def test_crop_map_of_a_hand_made_placement():
+    # T = 6, crop of 4 samples starting at input 1, placed at outputs 0, 2, 3, 5.
+    knots = torch.tensor([[0.0, 2.0, 3.0, 5.0, 5.0, 5.0, 5.0]])
+    left, frac = crop_map(torch.tensor([1]), knots, torch.float64)
+    assert left.tolist() == [[1, 1, 2, 3, 3, 4]]
+    assert frac.tolist() == [[0.0, 0.5, 0.0, 0.0, 0.5, 0.0]]
+
+
+@pytest.mark.parametrize("chunk", [7 * 12 * 30, 1 << 18])  # several uneven chunks / one
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lerp_at_equals_a_loop_in_chunks_and_under_autograd(monkeypatch, chunk, dtype):
+    monkeypatch.setattr("ecg_tune.ssl.augment.random_resized_crop.CHUNK_ELEMENTS", chunk)
+    batch, leads, length, steps = 50, 12, 40, 30
+    x = signal(batch, leads, length, dtype=dtype)
+    g = gen(2)
+    left = torch.randint(0, length, (batch, steps), generator=g)
+    frac = torch.rand(batch, steps, generator=g, dtype=torch.float64)
+    frac[left == length - 1] = 0.0
+    want = np.empty((batch, leads, steps))
+    xn, ln, fn = x.numpy(), left.numpy(), frac.to(dtype).numpy()
+    for b in range(batch):
+        for j in range(steps):
+            lo, hi = ln[b, j], min(ln[b, j] + 1, length - 1)
+            want[b, :, j] = xn[b, :, lo] + fn[b, j] * (xn[b, :, hi] - xn[b, :, lo])
+    y = lerp_at(x, left, frac)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y.numpy(), want, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
+    xg = x.clone().requires_grad_(True)
+    yg = lerp_at(xg, left, frac)
+    assert torch.equal(yg.detach(), y)
+    yg.sum().backward()  # each output spreads weight 1 over its two neighbours
+    assert torch.allclose(xg.grad.sum(dim=2), torch.full((batch, leads), float(steps), dtype=dtype))
 
 
 def _warp_map(length: int, centre: int, radius: int, step: int) -> np.ndarray:

@@ -231,3 +231,24 @@ def test_pbt_exploits_and_explores(tmp_path: Path, shards: Path) -> None:
     for run in trials:
         assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == 4
         assert "linear.test_auc" in run.data.metrics
+
+
+def test_asha_promotion_pauses_promotes_and_stops(tmp_path: Path, shards: Path) -> None:
+    """Successive halving by promotion on real Ray trials: 6 trials pause at epoch 1, the best
+    floor(6/3) = 2 or more (ASHA promotes a trial that ranks in the top third when it arrives) resume
+    from their checkpoints to the full 3 epochs, the rest are stopped; Optuna sees those as PRUNED."""
+    space = tiny_space(tmp_path, shards, scheduler="asha_promotion", budget={
+        "trials": 6, "max_epochs": 3, "grace_period": 1, "reduction_factor": 3, "max_concurrent": 2})
+    done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
+    assert done.returncode == 0, done.stdout[-4000:]
+    sweep_dir = tmp_path / "sweeps" / "tiny"
+    _, trials, parent = runs_of(sweep_dir)
+    assert parent.info.status == "FINISHED" and len(trials) == 6
+    assert all(r.info.status == "FINISHED" for r in trials)
+    final = sorted(int(r.data.metrics["epoch"]) for r in trials)
+    assert set(final) <= {1, 3} and 2 <= final.count(3) <= 4
+    for trial_id, events in starts(sweep_dir).items():
+        run = next(r for r in trials if r.data.tags["ecg_tune.trial_id"] == trial_id)
+        if int(run.data.metrics["epoch"]) == 3:
+            assert "linear.test_auc" in run.data.metrics
+        assert all(e["epoch"] == 1 for e in events[1:]), "a paused trial resumes from its rung checkpoint"

@@ -4,13 +4,15 @@ The paper's version (not a uniform resize): a crop of m = int(r*T) samples, r ~ 
 in order at output positions {0, T-1} plus m-2 distinct random interior positions, and the gaps are
 filled by linear interpolation per lead. So each window gets a random, locally non-uniform stretch.
 The interior positions are sorted uniform order statistics rounded to distinct integers (see
-`forward`), not a uniformly drawn (m-2)-subset as the reference's `np.random.choice` gives: the same
+`sample`), not a uniformly drawn (m-2)-subset as the reference's `np.random.choice` gives: the same
 kind of random stretch, drawn without sorting.
 
-Vectorised form: every output position j gets a fractional source index into the input (crop index of
-the last placed sample at or before j, plus the fraction of the way to the next placed sample), and
-one linear interpolation gathers all leads at once. At placed positions the fraction is 0, so the
-crop samples appear in the output exactly, as in the reference.
+Vectorised form, in two parts. Per sample (`sample`, `crop_map`; arrays of (B, T), cheap): the placed
+positions ("knots"), and from them a fractional source index for every output position j: crop index
+of the last placed sample at or before j, plus the fraction of the way to the next placed sample.
+Per lead (`lerp_at`; (B, L, T), the expensive part): one linear interpolation that gathers all leads
+at those indices. At placed positions the fraction is 0, so the crop samples appear in the output
+exactly, as in the reference.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ import torch
 
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.augment.base import Augmentation
+
+# On CPU, `lerp_at` works through the batch in pieces of about this many output elements (1 MiB of
+# float32), so that its scratch buffer of upper neighbours stays in cache and the output is the only
+# full-size allocation.
+CHUNK_ELEMENTS = 1 << 18
 
 
 def interpolate_at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -38,13 +45,62 @@ def lerp_at(x: torch.Tensor, left: torch.Tensor, frac: torch.Tensor) -> torch.Te
     """x at time index `left` + `frac` (both (B, T_out); left in [0, T-1], frac in [0, 1)).
 
     Indices are per (sample, time) and broadcast over leads, never materialised per lead.
-    `torch.lerp` returns its start value exactly when the weight is 0.
+    `torch.lerp` returns its start value exactly when the weight is 0. Returns a new tensor.
+
+    Cost: two gathers and a lerp over (B, L, T_out). Without autograd, the lower neighbours are
+    gathered straight into the output and the lerp runs in place on it; on CPU the upper neighbours
+    go to a small scratch buffer, one batch chunk at a time (`CHUNK_ELEMENTS`). A second full-size
+    temporary would cost memory traffic and, freed together with other large blocks, lets the C
+    allocator hand the memory back to the OS after every call, so that the next call pays page faults
+    on fresh memory (several times the arithmetic for a batch of 1024 x 12 x 250 on one core).
     """
     batch, leads, length = x.shape
-    right = (left + 1).clamp(max=length - 1)
-    x0 = torch.gather(x, 2, left.unsqueeze(1).expand(batch, leads, -1))
-    x1 = torch.gather(x, 2, right.unsqueeze(1).expand(batch, leads, -1))
-    return torch.lerp(x0, x1, frac.to(x.dtype).unsqueeze(1).expand_as(x0))
+    steps = left.shape[1]
+    right = (left + 1).clamp_(max=length - 1)
+    weight = frac.to(x.dtype).unsqueeze(1)  # (B, 1, T_out)
+    if x.requires_grad and torch.is_grad_enabled():
+        x0 = torch.gather(x, 2, left.unsqueeze(1).expand(batch, leads, steps))
+        x1 = torch.gather(x, 2, right.unsqueeze(1).expand(batch, leads, steps))
+        return torch.lerp(x0, x1, weight.expand_as(x0))
+    out = torch.empty((batch, leads, steps), dtype=x.dtype, device=x.device)
+    rows = batch if x.device.type != "cpu" else max(1, CHUNK_ELEMENTS // max(1, leads * steps))
+    scratch = torch.empty((min(rows, batch), leads, steps), dtype=x.dtype, device=x.device)
+    for lo in range(0, batch, rows):
+        hi = min(batch, lo + rows)
+        part, upper, src = out[lo:hi], scratch[: hi - lo], x[lo:hi]
+        torch.gather(src, 2, left[lo:hi].unsqueeze(1).expand(hi - lo, leads, steps), out=part)
+        torch.gather(src, 2, right[lo:hi].unsqueeze(1).expand(hi - lo, leads, steps), out=upper)
+        part.lerp_(upper, weight[lo:hi])
+    return out
+
+
+def crop_map(start: torch.Tensor, knots: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source index of every output position, from the placed positions of each crop sample.
+
+    `knots` (B, T+1), float: knots[b, i] is the output position of crop sample i (increasing integers,
+    knots[b, 0] = 0), and T-1 from the last crop sample on. `start` (B,): first input sample of each
+    crop. Returns (left, frac), each (B, T): output j reads the input at start + index + frac, where
+    index is the crop sample placed last at or before j and frac = (j - its position) / (next
+    position - its position), in `dtype` (0 exactly at placed positions).
+    """
+    batch, width = knots.shape
+    length = width - 1
+    dev = knots.device
+    # Which outputs hold a crop sample: 0, the interior knots (those of samples past the crop sit
+    # at T-1) and T-1. Their running count is crop index + 1. (On CPU an int64 cumsum is faster than
+    # one over float32 or bool, and scatter from an expanded tensor is faster than from a scalar.)
+    ones = torch.ones((1, 1), device=dev, dtype=torch.int64).expand(batch, length - 2)
+    placed = torch.zeros(batch, length, device=dev, dtype=torch.int64)
+    placed.scatter_(1, knots[:, 1 : length - 1].long(), ones)
+    placed[:, 0] = 1
+    placed[:, length - 1] = 1
+    upper = placed.cumsum_(dim=1)  # index + 1: knots[upper] is the next placed position
+    prev = knots.gather(1, upper - 1)
+    step = knots.gather(1, upper).sub_(prev).clamp_(min=1)
+    frac = torch.arange(length, device=dev, dtype=knots.dtype).sub(prev)
+    if dtype != frac.dtype:
+        frac, step = frac.to(dtype), step.to(dtype)
+    return upper.add_(start.unsqueeze(1) - 1), frac.div_(step)
 
 
 @dataclass
@@ -65,13 +121,17 @@ class RandomResizedCrop(Augmentation):
                 f"need 0 < min_fraction <= max_fraction <= 1, got {params.min_fraction}, {params.max_fraction}",
             )
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        batch, _, length = x.shape
-        if length < 3:  # nothing to stretch: a crop of at least 2 samples fills both ends
-            return x.clone()
-        work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        dev, p = x.device, self.params
+    def sample(
+        self, batch: int, length: int, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The random part of `forward` for windows of `length` >= 3 samples: (start, crop, knots).
 
+        start, crop (B,) int64: the crop is input samples start .. start+crop-1. knots (B, T+1)
+        float32: output position of each crop sample (see `crop_map`). Draws from `generator` exactly
+        what `forward` draws, so `forward(x, g)` equals interpolating x's crops through these knots
+        for a generator `g` in the same state.
+        """
+        dev, p = device, self.params
         r = p.min_fraction + (p.max_fraction - p.min_fraction) * torch.rand(
             batch, generator=generator, device=dev, dtype=torch.float64
         )
@@ -87,26 +147,26 @@ class RandomResizedCrop(Augmentation):
         # exponential variates (order statistics, S_k / S_{inner+1}); scaling them to the T-crop+1
         # free slots and adding k makes them distinct, increasing integers ("stars and bars"):
         # position_k = 1 + floor(U_(k) * (T - crop + 1)) + k, k = 0..inner-1, in 1..T-2.
+        # For k >= inner the same formula gives >= T-1, clamped to T-1.
         inner = crop - 2
-        spare = length - crop  # interior positions left unplaced
+        spare = (length - crop).unsqueeze(1).to(torch.float32)  # interior positions left unplaced
         unif = torch.rand(batch, length - 1, generator=generator, device=dev, dtype=torch.float32)
-        sums = unif.neg_().log1p_().neg_().cumsum(dim=1)  # -log(1-U) ~ Exp(1), finite for U in [0, 1)
-        ordered = sums[:, : length - 2] / sums.gather(1, inner.unsqueeze(1))  # U_(k+1) for k < inner
-        slot = (ordered * (spare + 1).unsqueeze(1).to(ordered.dtype)).floor_()
-        slot = torch.minimum(slot, spare.unsqueeze(1).to(slot.dtype))  # U_(k) rounds to 1.0 rarely
-        k = torch.arange(length - 2, device=dev)
-        pos = torch.where(k < inner.unsqueeze(1), slot.long() + k + 1, length - 1)
-        # `knots`: the placed positions in order, then T-1 repeated (so knots[index + 1] always exists).
-        end = pos.new_full((batch, 2), length - 1)
-        knots = torch.cat([pos.new_zeros(batch, 1), pos, end], dim=1)  # (B, T + 1)
-        placed = torch.zeros(batch, length, device=dev, dtype=torch.float32).scatter_(1, knots[:, :length], 1.0)
+        sums = unif.neg_().log1p_().neg_().cumsum_(dim=1)  # -log(1-U) ~ Exp(1), finite for U in [0, 1)
+        knots = torch.empty(batch, length + 1, device=dev, dtype=torch.float32)
+        pos = knots[:, 1 : length - 1]
+        torch.div(sums[:, : length - 2], sums.gather(1, inner.unsqueeze(1)), out=pos)  # U_(k+1)
+        pos.mul_(spare + 1).floor_()
+        torch.minimum(pos, spare, out=pos)  # U_(k) rounds to 1.0 rarely
+        pos.add_(torch.arange(1, length - 1, device=dev, dtype=pos.dtype)).clamp_(max=length - 1)
+        knots[:, 0] = 0.0
+        knots[:, length - 1 :] = length - 1
+        return start, crop, knots
 
-        # Output j lies between the placed positions prev <= j <= next; prev holds crop sample
-        # `index` (count of placed positions up to j, minus 1), so j reads the crop at index + frac.
-        # (A float32 cumsum counts exactly up to 2**24 and is faster on CPU than one over bool.)
-        index = placed.cumsum(dim=1).long() - 1
-        prev = knots.gather(1, index)
-        nxt = knots.gather(1, index + 1)
-        t = torch.arange(length, device=dev)
-        frac = (t - prev).to(work.dtype) / (nxt - prev).clamp(min=1)
-        return lerp_at(work, start.unsqueeze(1) + index, frac).to(x.dtype)
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        batch, _, length = x.shape
+        if length < 3:  # nothing to stretch: a crop of at least 2 samples fills both ends
+            return x.clone()
+        work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        start, _, knots = self.sample(batch, length, x.device, generator)
+        left, frac = crop_map(start, knots, work.dtype)
+        return lerp_at(work, left, frac).to(x.dtype)

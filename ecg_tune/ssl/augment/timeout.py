@@ -29,18 +29,36 @@ class TimeOut(Augmentation):
                 f"need 0 <= min_fraction <= max_fraction <= 1, got {params.min_fraction}, {params.max_fraction}",
             )
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        batch, _, length = x.shape
-        dev, p = x.device, self.params
+    def keep_mask(
+        self, batch: int, length: int, device: torch.device | str, dtype: torch.dtype,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The random part of `forward`: (B, 1, T) of `dtype`, 0 inside each window's block, else 1."""
+        p = self.params
         r = p.min_fraction + (p.max_fraction - p.min_fraction) * torch.rand(
-            batch, generator=generator, device=dev, dtype=torch.float64
+            batch, generator=generator, device=device, dtype=torch.float64
         )
         size = (r * length).long()
         # Start uniform over [0, T-size] inclusive (the reference excludes the last start).
-        u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64)
+        u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
         start = torch.minimum((u * (length - size + 1)).long(), length - size)
-        t = torch.arange(length, device=dev)
-        block = (t >= start[:, None]) & (t < (start + size)[:, None])  # (B, T), same for every lead
+        # Sample t is in the block [start, start+size) iff |2t - (2 start + size - 1)| <= size - 1.
+        # Every term is an integer, so clamping |2t - centre| - (size - 1) to [0, 1] gives exactly 0
+        # inside and 1 outside: four float32 ops on (B, T) instead of comparisons over int64 (exact
+        # while 2T < 2**24).
+        f32 = torch.float32
+        centre = (2 * start + size - 1).to(f32).unsqueeze(1)
+        twice_t = torch.arange(0, 2 * length, 2, device=device, dtype=f32)
+        keep = (twice_t - centre).abs_().sub_((size - 1).to(f32).unsqueeze(1)).clamp_(0, 1)
+        return keep.to(dtype).unsqueeze(1)  # (B, 1, T), the same for every lead
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         # Multiplying by a 0/1 mask is several times faster on CPU than masked_fill with a broadcast
         # mask; inputs are finite signals, so 0 * x is 0.
-        return x * (~block).to(x.dtype)[:, None, :]
+        batch, _, length = x.shape
+        return x * self.keep_mask(batch, length, x.device, x.dtype, generator)
+
+    def forward_(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`forward` written into x (same random draws, same values): one pass, no new tensor."""
+        batch, _, length = x.shape
+        return x.mul_(self.keep_mask(batch, length, x.device, x.dtype, generator))
