@@ -75,7 +75,8 @@ def _trial(config: dict[str, Any]) -> None:
 def run_variant(v: dict[str, Any], address: str) -> dict[str, Any]:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     # ecg_tune.tune.sweep uses 2 s up to 100 trials, then trials/50 s (sweep._snapshot_period)
-    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(v.get("snapshot_s", 2))
+    # ecg-tune's rule (sweep._snapshot_period) unless --snapshot-s is given
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(v.get("snapshot_s") or max(2, round(v["trials"] / 50)))
     import ray
     from ray import tune
 
@@ -299,8 +300,8 @@ def main() -> int:
     p.add_argument("--saturate", type=float, default=0.0,
                    help="also run 2 trials per slot that sleep this many seconds (e.g. 25): fills every slot, "
                         "so the capacity bounds and idle GPUs are checked at full load (0: none)")
-    p.add_argument("--snapshot-s", type=float, default=2.0,
-                   help="TUNE_GLOBAL_CHECKPOINT_S of the drivers (ecg-tune: 2 s up to 100 trials, then trials/50)")
+    p.add_argument("--snapshot-s", type=float, default=0.0,
+                   help="TUNE_GLOBAL_CHECKPOINT_S of the drivers (0: ecg-tune's rule, 2 s up to 100 trials, then trials/50)")
     p.add_argument("--profile-dir", default=None, help="write a cProfile summary of each driver here")
     p.add_argument("--timeout", type=int, default=1500, help="seconds per sweep")
     p.add_argument("--json", default=None, help="write every measurement here")

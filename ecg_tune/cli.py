@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("space")
     p.add_argument("--data", default=None, help="use these shards for pretraining and downstream")
     p.add_argument("--name", default=None)
-    p.add_argument("--storage", default=None, help="folder for sweeps (default ecg-tune-output/sweeps)")
+    p.add_argument("--storage", default=None, help="folder (or file:// URI) for sweeps, shared by all nodes (default ecg-tune-output/sweeps)")
     p.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite in the sweep folder)")
     p.add_argument("--optuna-storage", default=None, help="Optuna RDB URL, e.g. postgresql://...")

@@ -92,9 +92,18 @@ def public_uri(uri: str) -> str:
 
 
 def _storage_root(storage: str | None) -> str:
+    """The sweeps folder: a path or a `file://` URI. A sweep folder holds files that several processes
+    write in place (the MLflow sqlite store, trial checkpoints, Ray's experiment state), so object
+    stores (s3://, gs://) are not supported as sweep storage: on a cluster use a shared filesystem
+    (NFS, EFS, Lustre, a mounted bucket) and keep datasets on any pyarrow/fsspec URI."""
     root = storage or DEFAULT_STORAGE
-    if "://" in root:
-        raise ConfigError("--storage", "URI storage needs a shared filesystem path on this version; use a mounted path")
+    if root.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        root = unquote(urlsplit(root).path)
+    elif "://" in root:
+        raise ConfigError("--storage", f"{root!r}: sweep storage must be a path or file:// URI on a filesystem all "
+                                       "nodes share (NFS, EFS, a mounted bucket); datasets may be s3:// etc.")
     return str(Path(root).expanduser().resolve())
 
 

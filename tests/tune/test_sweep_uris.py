@@ -35,3 +35,12 @@ def test_other_databases_refuse_a_password_and_plain_urls_pass() -> None:
         public_uri("mysql://u:secret@db/x")
     assert public_uri("sqlite:////tmp/o.db") == "sqlite:////tmp/o.db"
     assert public_uri("postgresql://db.internal/studies") == "postgresql://db.internal/studies"
+
+
+def test_storage_is_a_path_or_a_file_uri(tmp_path) -> None:
+    from ecg_tune.tune.sweep import _storage_root
+
+    assert _storage_root(tmp_path.as_uri()) == str(tmp_path.resolve())
+    assert _storage_root(str(tmp_path / "a" / ".." / "b")) == str((tmp_path / "b").resolve())
+    with pytest.raises(ConfigError, match="--storage.*s3://bucket/sweeps"):
+        _storage_root("s3://bucket/sweeps")
