@@ -508,33 +508,42 @@ def leaderboard(grid: Any, spec: SweepSpec) -> Any:
 
 
 def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = None) -> None:
-    """Rank, objective, final test AUCs with their CIs, then the config keys that varied."""
+    """Rank, objective, final test AUCs with their CIs, then the config keys that varied (named by their
+    last part where that is unambiguous: `optim.lr` → `lr`)."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=file or sys.stdout, width=max(100, Console().width))
+    out = Console(file=file or sys.stdout)
+    # Not a terminal (CI logs, pipes): rich would assume 80 columns and fold every cell.
+    console = Console(file=file or sys.stdout, width=out.width if out.is_terminal else 160)
     if board.empty:
         console.print("no trials finished")
         return
     protocols = sorted({c.rsplit(".", 1)[0] for c in board.columns if c.endswith(".test_auc") and c.count(".") == 1})
     fixed_cols = {"trial_id", "epochs", metric, "failure"}
     params = [c for c in board.columns if c not in fixed_cols and not any(c.startswith(p + ".") for p in protocols)
-              and not c.startswith(("label-efficiency.", "noise."))]
+              and not c.startswith(("label-efficiency.", "noise.", "config."))][:6]
+    last = [c.removesuffix(".name").rsplit(".", 1)[-1] for c in params]  # method.name -> method
+    names = [short if last.count(short) == 1 else full for full, short in zip(params, last, strict=True)]
     table = Table(title=f"leaderboard (by {metric})")
-    for col in ["#", "trial", "epochs", metric, *[f"{p} test AUC [95% CI]" for p in protocols], *params[:6]]:
-        table.add_column(col, overflow="fold")
+    for col in ["#", "trial", "epochs", metric]:
+        table.add_column(col, no_wrap=True)
+    for p in protocols:
+        table.add_column(f"{p} test AUC [95% CI]", no_wrap=True)
+    for name in names:
+        table.add_column(name, overflow="fold")
 
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return "" if v != v else (f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.4f}".rstrip("0").rstrip("."))
-        return "" if v is None else str(v)
+        return "" if v is None else str(v).replace(",", ", ")  # lets a subset wrap between its members
 
     for i, (_, row) in enumerate(board.head(top).iterrows(), 1):
         cells = [str(i), str(row["trial_id"]), fmt(row.get("epochs")), fmt(row.get(metric))]
         for p in protocols:
             auc, lo, hi = row.get(f"{p}.test_auc"), row.get(f"{p}.test_ci_low"), row.get(f"{p}.test_ci_high")
-            cells.append("" if auc is None or auc != auc else f"{auc:.3f} [{fmt(lo)}, {fmt(hi)}]")
-        cells += [fmt(row[c]) for c in params[:6]]
+            cells.append("" if auc is None or auc != auc else f"{auc:.3f} [{lo:.3f}, {hi:.3f}]")
+        cells += [fmt(row[c]) for c in params]
         failure = row.get("failure")
         if isinstance(failure, str) and failure:
             cells[1] += f" ({failure[:40]})"

@@ -44,3 +44,31 @@ def test_storage_is_a_path_or_a_file_uri(tmp_path) -> None:
     assert _storage_root(str(tmp_path / "a" / ".." / "b")) == str((tmp_path / "b").resolve())
     with pytest.raises(ConfigError, match="--storage.*s3://bucket/sweeps"):
         _storage_root("s3://bucket/sweeps")
+
+
+def test_leaderboard_prints_short_unambiguous_names_and_unfolded_cells() -> None:
+    import io
+
+    import pandas as pd
+
+    from ecg_tune.tune.sweep import print_leaderboard
+
+    board = pd.DataFrame([
+        {"trial_id": "c33a5644", "epochs": 3, "probe_auc": 0.90171, "linear.test_auc": 0.7091,
+         "linear.test_ci_low": 0.6118, "linear.test_ci_high": 0.7984, "failure": "", "optim.lr": 0.0007957,
+         "augment.pipeline": "random_resized_crop,timeout", "method.tau0": 0.9949, "swav.tau0": 0.5},
+        {"trial_id": "b6e8d9ed", "epochs": 1, "probe_auc": 0.8879, "linear.test_auc": float("nan"),
+         "linear.test_ci_low": float("nan"), "linear.test_ci_high": float("nan"), "failure": "",
+         "optim.lr": 0.0004, "augment.pipeline": "timeout", "method.tau0": 0.99, "swav.tau0": 0.4},
+    ])
+    out = io.StringIO()
+    print_leaderboard(board, "probe_auc", file=out)
+    text = out.getvalue()
+    lines = text.splitlines()
+    header = next(line for line in lines if "trial" in line and "epochs" in line)
+    assert " lr " in header and " pipeline " in header  # last parts where unique
+    assert "method.tau0" in text and "swav.tau0" in text  # kept whole where they clash
+    assert "c33a5644" in text and "0.709 [0.612, 0.798]" in text  # one line each, not folded
+    assert "random_resized_crop, timeout" in text
+    first = next(i for i, line in enumerate(lines) if "c33a5644" in line)
+    assert "b6e8d9ed" in lines[first + 1]  # no wrapped continuation lines between rows
