@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import math
 import os
 import tempfile
@@ -151,6 +152,9 @@ def _protocol_metrics(name: str, result: Any) -> dict[str, float]:
 
 
 def train_trial(config: dict[str, Any], data: SweepData) -> None:
+    # Ray logs one INFO line per persisted checkpoint (every epoch of every trial) into the driver's
+    # terminal; the trial's own events and MLflow say the same.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     ctx = tune.get_context()
     resources = ctx.get_trial_resources().required_resources
     cpus = max(1, int(resources.get("CPU", 1)))
