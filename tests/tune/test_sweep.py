@@ -252,3 +252,38 @@ def test_asha_promotion_pauses_promotes_and_stops(tmp_path: Path, shards: Path) 
         if int(run.data.metrics["epoch"]) == 3:
             assert "linear.test_auc" in run.data.metrics
         assert all(e["epoch"] == 1 for e in events[1:]), "a paused trial resumes from its rung checkpoint"
+
+
+def test_pbt_sweep_survives_a_driver_kill(tmp_path: Path, shards: Path) -> None:
+    """A PBT sweep killed mid-way resumes: every member finishes its epochs with final metrics."""
+    space = tiny_space(tmp_path, shards, scheduler="pbt", budget={
+        "trials": 4, "max_epochs": 5, "grace_period": 1, "max_concurrent": 4, "perturbation_interval": 1},
+        resources={"cpu": 0.5}, space={"optim.lr": {"float": [1e-4, 1e-1], "log": True}})
+    doc = yaml.safe_load(space.read_text())
+    doc["fixed"].update({"method.name": "simclr", "evaluation.probe_every": 1})
+    space.write_text(yaml.safe_dump(doc))
+    sweep_dir = tmp_path / "sweeps" / "tiny"
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", "sweep", str(space), "--storage",
+                             str(tmp_path / "sweeps")], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:
+            probes = [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*/probe.json")] if sweep_dir.exists() else []
+            if any(p["epoch"] >= 2 for p in probes):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the sweep never reached epoch 2")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    time.sleep(2)
+    done = cli("resume", str(sweep_dir))
+    assert done.returncode == 0, done.stdout[-4000:]
+    _, runs, parent = runs_of(sweep_dir)
+    trials = [r for r in runs if r.data.tags.get("ecg_tune.state") != "orphaned"]
+    assert parent.info.status == "FINISHED" and len(trials) == 4
+    for run in trials:
+        assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == 5
+        assert "linear.test_auc" in run.data.metrics
