@@ -48,14 +48,17 @@ class PromotionASHA(FIFOScheduler):
     def _sign(self, value: float) -> float:
         return value if self._mode == "max" else -value
 
-    def promotable(self, rung: int, trial_id: str) -> bool:
-        """In the top floor(n / rf) of the n trials recorded at `rung`, and not promoted yet."""
+    def top(self, rung: int) -> set[str]:
+        """The top floor(n / rf) of the n trials recorded at `rung` (ties: the lower trial id)."""
         scores = self.scores[rung]
-        if trial_id not in scores or trial_id in self.promoted[rung]:
-            return False
-        top = len(scores) // self.rf
         ranked = sorted(scores, key=lambda t: (-self._sign(scores[t]), t))
-        return trial_id in ranked[:top]
+        return set(ranked[: len(scores) // self.rf])
+
+    def promotable(self, rung: int, trial_id: str, top: set[str] | None = None) -> bool:
+        """In the top of its rung and not promoted yet."""
+        if trial_id not in self.scores[rung] or trial_id in self.promoted[rung]:
+            return False
+        return trial_id in (self.top(rung) if top is None else top)
 
     def _rung_of(self, trial_id: str) -> int | None:
         """The highest rung `trial_id` reached and is waiting at (None if it was promoted from all)."""
@@ -67,6 +70,11 @@ class PromotionASHA(FIFOScheduler):
     # ------------------------------------------------------------------ Ray hooks
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         if self._time_attr not in result or self._metric not in result:
+            return TrialScheduler.CONTINUE
+        if result.get("failure_reason"):  # it diverged and ends itself: it must not take a promotion place
+            for rung in self.scores:
+                if trial.trial_id in rung:
+                    rung[trial.trial_id] = float("-inf") if self._mode == "max" else float("inf")
             return TrialScheduler.CONTINUE
         t = int(result[self._time_attr])
         if t >= self.max_t or t not in self.milestones:
@@ -88,16 +96,18 @@ class PromotionASHA(FIFOScheduler):
         running = sum(t.status == Trial.RUNNING for t in trials)
         if self.max_concurrent and running >= self.max_concurrent:
             return None
+        waiting = {t.trial_id: self._rung_of(t.trial_id) for t in paused}
         for rung in reversed(range(len(self.milestones))):  # promote the furthest trials first
+            top = self.top(rung) if rung in waiting.values() else set()  # once per rung and call
             for trial in paused:
-                if self._rung_of(trial.trial_id) == rung and self.promotable(rung, trial.trial_id):
+                if waiting[trial.trial_id] == rung and self.promotable(rung, trial.trial_id, top):
                     self.promoted[rung].add(trial.trial_id)
                     return trial
         for trial in trials:
             if trial.status == Trial.PENDING:
                 return trial
         for trial in paused:  # paused by someone else (e.g. a restored experiment), not waiting at a rung
-            if self._rung_of(trial.trial_id) is None:
+            if waiting[trial.trial_id] is None:
                 return trial
         if paused and not running and tune_controller.search_alg.is_finished():
             # No trial will join any rung any more: the ones still waiting are those halving drops.

@@ -386,6 +386,9 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
 
     spec.fixed = dict(_require_mapping("fixed", doc.get("fixed", {})))
     spec.space = _parse_space("space", doc.get("space", {}))
+    if spec.scheduler == "pbt" and 0 < spec.budget.max_concurrent < spec.budget.trials and "ablation" not in doc:
+        raise ConfigError("budget.max_concurrent", "pbt trains its population together (members exploit each other); "
+                                                   "a smaller limit would run it in separate batches: use 0")
     if spec.scheduler == "pbt" and "ablation" not in doc and not pbt_mutations(spec.space):
         raise ConfigError("scheduler", "pbt explores by mutating float parameters at the top level of space: "
                                        "(e.g. optim.lr: {float: [1e-4, 1e-2], log: true}); this space has none")

@@ -86,7 +86,11 @@ def public_uri(uri: str) -> str:
         if not parts.scheme.startswith("postgresql"):
             raise ConfigError("--optuna-storage", f"a password in a {parts.scheme} URL would be stored with the sweep; "
                                                   "use the database's own credentials file, or PostgreSQL with PGPASSWORD/.pgpass")
-        os.environ.setdefault("PGPASSWORD", unquote(parts.password))
+        password = unquote(parts.password)
+        if os.environ.get("PGPASSWORD", password) != password:
+            raise ConfigError("--optuna-storage", "PGPASSWORD is already set to another password; give the password "
+                                                  "once, in PGPASSWORD or ~/.pgpass, not in the URL")
+        os.environ["PGPASSWORD"] = password
     user = f"{parts.username}@" if parts.username else ""
     return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
 
@@ -317,7 +321,9 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         storage_path=str(Path(settings.sweep_dir).parent),
         callbacks=callbacks,
         # PBT hands a trial's checkpoint to others later: keep more of them around (Ray warns at <= 2).
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if spec.scheduler == "pbt" and not ablation else 2),
+        # PBT exploits the donor's checkpoint of its last perturbation: keep at least that far back.
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=max(4, spec.budget.perturbation_interval + 2) if spec.scheduler == "pbt" and not ablation else 2),
         failure_config=tune.FailureConfig(max_failures=3),
         verbose=1,
     )
@@ -467,7 +473,8 @@ def _finish(spec: SweepSpec, settings: SweepSettings, grid: Any) -> SweepResult:
         model_uri = register_best(client, settings, spec, board)
     except Exception as exc:  # registry problems must not lose the sweep's results
         log.warning("could not register the best encoder: %s", exc)
-    known = {str(r.metrics.get("trial_id")) for r in grid if r.metrics and r.metrics.get("trial_id")}
+    # Every trial Ray knows has a folder trial_<id> (_short_trial_name), with or without results.
+    known = {Path(r.path).name.removeprefix("trial_") for r in grid if getattr(r, "path", None)}
     ended = end_orphans(client, settings.experiment_id, spec.name, known or None)
     if ended:
         log.info("marked %d orphaned runs KILLED", ended)
@@ -542,7 +549,8 @@ def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = Non
         cells = [str(i), str(row["trial_id"]), fmt(row.get("epochs")), fmt(row.get(metric))]
         for p in protocols:
             auc, lo, hi = row.get(f"{p}.test_auc"), row.get(f"{p}.test_ci_low"), row.get(f"{p}.test_ci_high")
-            cells.append("" if auc is None or auc != auc else f"{auc:.3f} [{lo:.3f}, {hi:.3f}]")
+            ci = f" [{lo:.3f}, {hi:.3f}]" if isinstance(lo, float) and isinstance(hi, float) and lo == lo and hi == hi else ""
+            cells.append("" if auc is None or auc != auc else f"{auc:.3f}{ci}")
         cells += [fmt(row[c]) for c in params]
         failure = row.get("failure")
         if isinstance(failure, str) and failure:

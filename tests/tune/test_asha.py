@@ -146,3 +146,18 @@ def test_the_scheduler_caps_running_trials_itself() -> None:
     assert sched.choose_trial_to_run(ctl) is None
     trials[0].status = Trial.PAUSED  # paused at a rung: it no longer takes a slot
     assert sched.choose_trial_to_run(ctl).trial_id == "c"
+
+
+def test_a_diverged_trial_never_takes_a_promotion_place() -> None:
+    trials = [FakeTrial(t, Trial.RUNNING) for t in "abc"]
+    sched = PromotionASHA(metric="auc", mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    ctl = FakeController(trials)
+    sched.on_trial_result(ctl, trials[0], {"epoch": 1, "auc": 0.9})
+    sched.on_trial_result(ctl, trials[1], {"epoch": 1, "auc": 0.5})
+    trials[0].status = trials[1].status = Trial.PAUSED
+    # a (best so far) resumes later, diverges: its rung entry becomes the worst
+    assert sched.on_trial_result(ctl, trials[0], {"epoch": 2, "auc": 0.9, "failure_reason": "nan"}) == TrialScheduler.CONTINUE
+    trials[0].status = Trial.TERMINATED
+    assert sched.on_trial_result(ctl, trials[2], {"epoch": 1, "auc": 0.4}) == TrialScheduler.PAUSE
+    trials[2].status = Trial.PAUSED
+    assert sched.choose_trial_to_run(ctl).trial_id == "b"

@@ -117,3 +117,11 @@ def test_pbt_population_is_seeded_complete_and_within_the_space() -> None:
         TrialConfig.from_flat(cfg)  # every member is a valid trial config
     other = parse_spec({**SPEC, "scheduler": "pbt", "searcher": {**SPEC["searcher"], "seed": 1}})
     assert sample_population(other, 8) != first
+
+
+def test_pbt_refuses_a_concurrency_limit_below_the_population() -> None:
+    from ecg_tune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="budget.max_concurrent"):
+        parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "max_concurrent": 2}})
+    parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "max_concurrent": 6}})

@@ -72,3 +72,23 @@ def test_leaderboard_prints_short_unambiguous_names_and_unfolded_cells() -> None
     assert "random_resized_crop, timeout" in text
     first = next(i for i, line in enumerate(lines) if "c33a5644" in line)
     assert "b6e8d9ed" in lines[first + 1]  # no wrapped continuation lines between rows
+
+
+def test_a_second_different_postgres_password_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "first")
+    with pytest.raises(ConfigError, match="PGPASSWORD is already set"):
+        public_uri("postgresql://u:second@db/x")
+    assert public_uri("postgresql://u:first@db/x") == "postgresql://u@db/x"
+
+
+def test_leaderboard_without_confidence_intervals() -> None:
+    import io
+
+    import pandas as pd
+
+    from ecg_tune.tune.sweep import print_leaderboard
+
+    board = pd.DataFrame([{"trial_id": "t1", "epochs": 2, "probe_auc": 0.8, "linear.test_auc": 0.75, "failure": ""}])
+    out = io.StringIO()
+    print_leaderboard(board, "probe_auc", file=out)  # evaluation.bootstrap 0: no CI columns
+    assert "0.750" in out.getvalue()
