@@ -11,6 +11,10 @@ the trials still paused are stopped: they are the ones successive halving drops.
 
 Rungs are at `grace_period * rf**k` epochs below `max_t`; a trial reaching `max_t` simply finishes.
 
+Ray saves no scheduler state in its experiment snapshots, so the rungs travel in a callback's state
+(`RungState`, which Ray does snapshot and restores before it re-adds the trials), and `on_trial_add`
+puts a restored trial that was waiting at a rung back to PAUSED instead of letting it train on.
+
 The scheduler caps the trials running at once itself (`max_concurrent`), and the sweep gives Tune no
 `max_concurrent_trials`: Tune's ConcurrencyLimiter counts paused trials as live, so with trials
 waiting at a rung it would stop asking the searcher for new ones, and nothing would ever fill the rung.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
@@ -116,10 +121,40 @@ class PromotionASHA(FIFOScheduler):
             log.info("successive halving: stopped %d trials that were not promoted", len(paused))
         return None
 
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        # A trial restored by `resume` that was waiting at a rung waits again (Ray made it PENDING).
+        if trial.status == Trial.PENDING and self._rung_of(trial.trial_id) is not None:
+            trial.set_status(Trial.PAUSED)
+
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         pass
+
+    def state_callback(self) -> RungState:
+        return RungState(self)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"scores": [dict(r) for r in self.scores], "promoted": [sorted(r) for r in self.promoted]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if len(state.get("scores", [])) == len(self.milestones):
+            self.scores = [dict(r) for r in state["scores"]]
+            self.promoted = [set(r) for r in state["promoted"]]
 
     def debug_string(self) -> str:
         rungs = ", ".join(f"{m} ep: {len(s)} in, {len(p)} promoted"
                           for m, s, p in zip(self.milestones, self.scores, self.promoted, strict=True))
         return f"successive halving by promotion (rf {self.rf}; {rungs})"
+
+
+class RungState(Callback):
+    """Carries a PromotionASHA's rungs through Ray's experiment snapshots (see the module docstring).
+    It holds the scheduler itself: both are pickled together in the Tuner, so they stay one object."""
+
+    def __init__(self, scheduler: PromotionASHA):
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any]:
+        return self.scheduler.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.set_state(state)

@@ -306,9 +306,12 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         search_alg = make_searcher(spec, storage_url=settings.optuna_storage)
     if spec.scheduler == "asha_promotion" and not ablation:
         max_conc = None  # the scheduler limits concurrency itself (see ecg_tune/tune/asha.py)
+    scheduler = make_scheduler(spec, ablation=ablation)
+    if hasattr(scheduler, "state_callback"):  # ASHA by promotion: its rungs survive `resume`
+        callbacks = [*callbacks, scheduler.state_callback()]
     tune_config = tune.TuneConfig(
         search_alg=search_alg,
-        scheduler=make_scheduler(spec, ablation=ablation),
+        scheduler=scheduler,
         num_samples=num_samples,
         max_concurrent_trials=max_conc,
         time_budget_s=spec.budget.time_budget_s,

@@ -18,6 +18,9 @@ class FakeTrial:
     trial_id: str
     status: str = Trial.PENDING
 
+    def set_status(self, status: str) -> None:
+        self.status = status
+
 
 @dataclass
 class FakeSearch:
@@ -161,3 +164,19 @@ def test_a_diverged_trial_never_takes_a_promotion_place() -> None:
     assert sched.on_trial_result(ctl, trials[2], {"epoch": 1, "auc": 0.4}) == TrialScheduler.PAUSE
     trials[2].status = Trial.PAUSED
     assert sched.choose_trial_to_run(ctl).trial_id == "b"
+
+
+def test_rungs_survive_a_snapshot_and_restored_waiting_trials_wait_again() -> None:
+    sched = PromotionASHA(metric="auc", mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    trials = [FakeTrial(t, Trial.RUNNING) for t in "abc"]
+    ctl = FakeController(trials)
+    for t, v in zip(trials, (0.9, 0.5, 0.7), strict=True):
+        sched.on_trial_result(ctl, t, {"epoch": 1, "auc": v})
+    state = pickle.loads(pickle.dumps(sched.state_callback().get_state()))  # what Ray snapshots
+    fresh = PromotionASHA(metric="auc", mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    fresh.state_callback().set_state(state)
+    assert fresh.scores == sched.scores and fresh.promoted == sched.promoted
+    restored = [FakeTrial(t, Trial.PENDING) for t in "bcd"]  # Ray re-adds paused trials as PENDING
+    for t in restored:
+        fresh.on_trial_add(ctl, t)
+    assert [t.status for t in restored] == [Trial.PAUSED, Trial.PAUSED, Trial.PENDING]  # d never reached a rung
