@@ -414,8 +414,9 @@ def test_fractional_gpu_trials_are_packed_on_the_node_that_declares_the_gpu(
     ray_cluster.ensure_worker()
     # Datasets given as URIs (file:// here; s3:// works the same through pyarrow) reach every node.
     uri = shards.resolve().as_uri()
-    # 3 epochs: long enough that the overlap shows through Ray's whole-second result timestamps
-    space = tiny_space(tmp_path, shards, "gpu", budget={"trials": 2, "max_epochs": 3, "max_concurrent": 2},
+    # 12 epochs (~4 s): the overlap must outlast the second actor's start-up and show through Ray's
+    # whole-second result timestamps
+    space = tiny_space(tmp_path, shards, "gpu", budget={"trials": 2, "max_epochs": 12, "max_concurrent": 2},
                        resources={"cpu": 0.5, "gpu": 0.5}, data={"pretrain": [uri], "downstream": uri})
     rc, out = run_cli(["sweep", str(space), "--storage", str(tmp_path / "sweeps"), "--address", ray_cluster.address],
                       ray_cluster.env, tmp_path / "sweep.log", timeout_s=360)
