@@ -33,7 +33,12 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         # Use epochs as Optuna's step so intermediate values line up across trials.
         if trial_id in self._completed_trials or self.metric not in result:
             return
-        self._ot_trials[trial_id].report(result[self.metric], int(result.get("epoch", result.get("training_iteration", 0))))
+        try:
+            self._ot_trials[trial_id].report(result[self.metric], int(result.get("epoch", result.get("training_iteration", 0))))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # The study (an RDB outlives the driver) was told this trial's end before a driver crash, but
+            # Ray's older snapshot reran it, and it reports its final result again: nothing to add.
+            self._completed_trials.add(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)

@@ -125,3 +125,13 @@ def test_pbt_refuses_a_concurrency_limit_below_the_population() -> None:
     with pytest.raises(ConfigError, match="budget.max_concurrent"):
         parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "max_concurrent": 2}})
     parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "max_concurrent": 6}})
+
+
+def test_a_result_for_a_trial_the_study_already_finished_is_ignored() -> None:
+    # A driver crash between Optuna's tell and Ray's snapshot: the rerun trial re-reports its result.
+    searcher = make_searcher(parse_spec(SPEC))
+    searcher.suggest("a")
+    searcher._ot_study.tell(searcher._ot_trials["a"], 0.8)  # told by the crashed driver
+    searcher.on_trial_result("a", {"probe_auc": 0.8, "epoch": 4})  # must not raise
+    searcher.on_trial_complete("a", {"probe_auc": 0.8, "epoch": 4, FULL_BUDGET_KEY: 1.0})
+    assert states(searcher) == [optuna.trial.TrialState.COMPLETE]
