@@ -93,6 +93,37 @@ def starts(sweep_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
+def sweep_until_then_kill(space: Path, storage: Path, ready, what: str, *, settle_s: float = 0.0) -> None:
+    """Start `ecg-tune sweep`, wait until `ready()` (at most 400 s), wait `settle_s`, SIGKILL its group."""
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", "sweep", str(space), "--storage", str(storage)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while not ready():
+            if time.monotonic() > deadline:
+                pytest.fail(f"the sweep never reached {what}")
+            time.sleep(0.3)
+        time.sleep(settle_s)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def probes_of(sweep_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*/probe.json")] if sweep_dir.exists() else []
+
+
+def pbt_space(tmp_path: Path, shards: Path, epochs: int) -> Path:
+    """4 SimCLR members probed every epoch, exploiting/exploring every epoch over optim.lr."""
+    space = tiny_space(tmp_path, shards, scheduler="pbt", budget={
+        "trials": 4, "max_epochs": epochs, "grace_period": 1, "max_concurrent": 4, "perturbation_interval": 1},
+        resources={"cpu": 0.5}, space={"optim.lr": {"float": [1e-4, 1e-1], "log": True}})
+    doc = yaml.safe_load(space.read_text())
+    doc["fixed"].update({"method.name": "simclr", "evaluation.probe_every": 1})
+    space.write_text(yaml.safe_dump(doc))
+    return space
+
+
 def test_sweep_end_to_end(tmp_path: Path, shards: Path) -> None:
     space = tiny_space(tmp_path, shards)
     done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
@@ -140,22 +171,11 @@ def test_sweep_end_to_end(tmp_path: Path, shards: Path) -> None:
 def test_driver_killed_then_resume(tmp_path: Path, shards: Path) -> None:
     space = tiny_space(tmp_path, shards, budget={"trials": 4, "max_epochs": 4, "max_concurrent": 2})
     sweep_dir = tmp_path / "sweeps" / "tiny"
-    proc = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", "sweep", str(space), "--storage",
-                             str(tmp_path / "sweeps")], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:  # kill once one trial finished and another is mid-way
-            finished = list((sweep_dir / "trials").glob("*/artifacts/linear.json")) if sweep_dir.exists() else []
-            probes = [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*/probe.json")] if finished else []
-            if finished and any(1 <= p["epoch"] < 4 for p in probes):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the sweep never reached the point to kill it")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    def one_finished_one_midway() -> bool:
+        finished = list((sweep_dir / "trials").glob("*/artifacts/linear.json")) if sweep_dir.exists() else []
+        return bool(finished) and any(1 <= p["epoch"] < 4 for p in probes_of(sweep_dir))
+
+    sweep_until_then_kill(space, tmp_path / "sweeps", one_finished_one_midway, "one finished trial and one mid-way")
     time.sleep(3)
     before = starts(sweep_dir)
     done = cli("resume", str(sweep_dir))
@@ -207,12 +227,7 @@ def test_quickstart_command(tmp_path: Path) -> None:
 def test_pbt_exploits_and_explores(tmp_path: Path, shards: Path) -> None:
     """PBT (no search algorithm): a population from the space; weak trials continue a stronger one's
     weights under a mutated optim.lr, and MLflow shows the lr each trial trained with over time."""
-    space = tiny_space(tmp_path, shards, scheduler="pbt", budget={
-        "trials": 4, "max_epochs": 4, "grace_period": 1, "max_concurrent": 4, "perturbation_interval": 1},
-        resources={"cpu": 0.5}, space={"optim.lr": {"float": [1e-4, 1e-1], "log": True}})
-    doc = yaml.safe_load(space.read_text())
-    doc["fixed"].update({"method.name": "simclr", "evaluation.probe_every": 1})
-    space.write_text(yaml.safe_dump(doc))
+    space = pbt_space(tmp_path, shards, epochs=4)
     done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
     assert done.returncode == 0, done.stdout[-4000:]
     sweep_dir = tmp_path / "sweeps" / "tiny"
@@ -256,28 +271,10 @@ def test_asha_promotion_pauses_promotes_and_stops(tmp_path: Path, shards: Path) 
 
 def test_pbt_sweep_survives_a_driver_kill(tmp_path: Path, shards: Path) -> None:
     """A PBT sweep killed mid-way resumes: every member finishes its epochs with final metrics."""
-    space = tiny_space(tmp_path, shards, scheduler="pbt", budget={
-        "trials": 4, "max_epochs": 5, "grace_period": 1, "max_concurrent": 4, "perturbation_interval": 1},
-        resources={"cpu": 0.5}, space={"optim.lr": {"float": [1e-4, 1e-1], "log": True}})
-    doc = yaml.safe_load(space.read_text())
-    doc["fixed"].update({"method.name": "simclr", "evaluation.probe_every": 1})
-    space.write_text(yaml.safe_dump(doc))
+    space = pbt_space(tmp_path, shards, epochs=5)
     sweep_dir = tmp_path / "sweeps" / "tiny"
-    proc = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", "sweep", str(space), "--storage",
-                             str(tmp_path / "sweeps")], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            probes = [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*/probe.json")] if sweep_dir.exists() else []
-            if any(p["epoch"] >= 2 for p in probes):
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail("the sweep never reached epoch 2")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    sweep_until_then_kill(space, tmp_path / "sweeps", lambda: any(p["epoch"] >= 2 for p in probes_of(sweep_dir)),
+                          "epoch 2")
     time.sleep(2)
     done = cli("resume", str(sweep_dir))
     assert done.returncode == 0, done.stdout[-4000:]
@@ -295,22 +292,9 @@ def test_asha_promotion_keeps_its_rungs_across_a_driver_kill(tmp_path: Path, sha
     space = tiny_space(tmp_path, shards, scheduler="asha_promotion", budget={
         "trials": 9, "max_epochs": 3, "grace_period": 1, "reduction_factor": 3, "max_concurrent": 2})
     sweep_dir = tmp_path / "sweeps" / "tiny"
-    proc = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", "sweep", str(space), "--storage",
-                             str(tmp_path / "sweeps")], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:  # several trials have reported their rung epoch
-            probes = [p for p in (sweep_dir / "trials").glob("*/probe.json")] if sweep_dir.exists() else []
-            if len(probes) >= 5:
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail("the sweep never got 5 trials to their first rung")
-        time.sleep(3)  # past one experiment snapshot (2 s)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    # 5 trials at their first rung, then past one experiment snapshot (2 s)
+    sweep_until_then_kill(space, tmp_path / "sweeps", lambda: len(probes_of(sweep_dir)) >= 5,
+                          "5 trials at their first rung", settle_s=3)
     done = cli("resume", str(sweep_dir))
     assert done.returncode == 0, done.stdout[-4000:]
     _, runs, parent = runs_of(sweep_dir)
