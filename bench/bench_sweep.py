@@ -259,10 +259,11 @@ def part_a(args: argparse.Namespace, data: Path, work: Path) -> None:
         rs = run_child(spec_doc("rs-fifo", data, scheduler="fifo", **common), work)
     labels = {"asha": "random search + ASHA (Ray's stopping variant)",
               "asha_promotion": "random search + ASHA by promotion (ecg-tune)"}
-    runs = {name: run_child(spec_doc(f"rs-{name.replace('_', '-')}", data, scheduler=name, rf=args.rf, **common), work)
+    runs = {name: run_child(spec_doc(f"rs-{name.replace('_', '-')}", data, scheduler=name, rf=args.rf,
+                                     grace=args.grace, **common), work)
             for name in args.schedulers.split(",")}
     print(f"### (a) ASHA vs full-budget random search: {args.trials} trials, max {args.epochs} epochs, "
-          f"grace 1 / reduction factor {args.rf}, 2 concurrent trials, {args.records} records")
+          f"grace {args.grace} / reduction factor {args.rf}, 2 concurrent trials, {args.records} records")
     print()
     rows = []
     summary = {}
@@ -367,6 +368,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--rf", type=int, default=3)
+    parser.add_argument("--grace", type=int, default=1, help="ASHA grace period (epochs before the first rung)")
     parser.add_argument("--scale-trials", type=int, default=12)
     parser.add_argument("--scale-epochs", type=int, default=2)
     parser.add_argument("--parts", default="a,c")

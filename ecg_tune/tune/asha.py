@@ -40,6 +40,7 @@ class PromotionASHA(FIFOScheduler):
         if mode not in ("max", "min"):
             raise ValueError("mode must be max or min")
         self._time_attr, self._metric, self._mode = time_attr, metric, mode
+        self._worst = self._sign(float("-inf"))  # the score that ranks last (NaN, diverged)
         self.max_t, self.rf = int(max_t), int(reduction_factor)
         self.milestones: list[int] = []
         m = int(grace_period)
@@ -79,7 +80,7 @@ class PromotionASHA(FIFOScheduler):
         if result.get("failure_reason"):  # it diverged and ends itself: it must not take a promotion place
             for rung in self.scores:
                 if trial.trial_id in rung:
-                    rung[trial.trial_id] = float("-inf") if self._mode == "max" else float("inf")
+                    rung[trial.trial_id] = self._worst
             return TrialScheduler.CONTINUE
         t = int(result[self._time_attr])
         if t >= self.max_t or t not in self.milestones:
@@ -89,7 +90,7 @@ class PromotionASHA(FIFOScheduler):
         if tid in self.promoted[rung]:  # e.g. a result reported again after a restore
             return TrialScheduler.CONTINUE
         value = float(result[self._metric])
-        self.scores[rung][tid] = value if value == value else float("-inf") * (1 if self._mode == "max" else -1)
+        self.scores[rung][tid] = value if value == value else self._worst  # NaN ranks last
         if self.promotable(rung, tid):
             self.promoted[rung].add(tid)
             return TrialScheduler.CONTINUE
@@ -125,9 +126,6 @@ class PromotionASHA(FIFOScheduler):
         # A trial restored by `resume` that was waiting at a rung waits again (Ray made it PENDING).
         if trial.status == Trial.PENDING and self._rung_of(trial.trial_id) is not None:
             trial.set_status(Trial.PAUSED)
-
-    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
-        pass
 
     def state_callback(self) -> RungState:
         return RungState(self)

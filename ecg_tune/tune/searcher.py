@@ -9,6 +9,7 @@ values (reported per epoch) but its samplers do not treat them as completed obse
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import optuna
@@ -34,7 +35,11 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or self.metric not in result:
             return
         try:
-            self._ot_trials[trial_id].report(result[self.metric], int(result.get("epoch", result.get("training_iteration", 0))))
+            with warnings.catch_warnings():
+                # A restarted trial replays the epochs its checkpoint holds beyond Ray's (trainable.py);
+                # Optuna may have them already, and ignores them with a warning.
+                warnings.filterwarnings("ignore", message="The reported value is ignored")
+                self._ot_trials[trial_id].report(result[self.metric], _step(result))
         except optuna.exceptions.UpdateFinishedTrialError:
             # The study (an RDB outlives the driver) was told this trial's end before a driver crash, but
             # Ray's older snapshot reran it, and it reports its final result again: nothing to add.
@@ -86,6 +91,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+def _step(result: dict) -> int:
+    return int(result.get("epoch", result.get("training_iteration", 0)))
+
+
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     s = spec.searcher
     if s.sampler == "tpe":
@@ -114,18 +123,19 @@ def make_searcher(spec: SweepSpec, *, storage_url: str | None = None) -> BudgetA
 def make_scheduler(spec: SweepSpec, *, ablation: bool = False) -> TrialScheduler:
     b = spec.budget
     common: dict[str, Any] = {"time_attr": "epoch", "metric": spec.objective.metric, "mode": spec.objective.mode}
-    if ablation or spec.scheduler == "fifo":
-        return FIFOScheduler()  # ablation cells must all train fully: their CIs compare full budgets
-    if spec.scheduler == "asha":
+    sched = "fifo" if ablation else spec.effective_scheduler  # ablation cells all train fully
+    if sched == "fifo":
+        return FIFOScheduler()
+    if sched == "asha":
         return ASHAScheduler(max_t=b.max_epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor, **common)
-    if spec.scheduler == "asha_promotion":
+    if sched == "asha_promotion":
         from ecg_tune.tune.asha import PromotionASHA
 
         return PromotionASHA(max_t=b.max_epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor,
                              max_concurrent=b.max_concurrent, **common)
-    if spec.scheduler == "hyperband":
+    if sched == "hyperband":
         return HyperBandScheduler(max_t=b.max_epochs, reduction_factor=b.reduction_factor, **common)
-    return make_pbt(spec)
+    return make_pbt(spec, **common)
 
 
 class ClipToSpace:
@@ -144,7 +154,7 @@ class ClipToSpace:
         return config
 
 
-def make_pbt(spec: SweepSpec) -> PopulationBasedTraining:
+def make_pbt(spec: SweepSpec, **common: Any) -> PopulationBasedTraining:
     """PBT over a population that sweep.py puts under GRID_KEY (Ray's PBT refuses a search algorithm,
     so the population is drawn from the space up front): the space's top-level floats are mutated."""
     from ray import tune
@@ -152,9 +162,7 @@ def make_pbt(spec: SweepSpec) -> PopulationBasedTraining:
     floats = pbt_mutations(spec.space)
     mutations = {n.key: (tune.loguniform(n.low, n.high) if n.log else tune.uniform(n.low, n.high)) for n in floats}
     return PopulationBasedTraining(
-        time_attr="epoch",
-        metric=spec.objective.metric,
-        mode=spec.objective.mode,
+        **common,  # time_attr, metric, mode: as every scheduler (make_scheduler)
         perturbation_interval=spec.budget.perturbation_interval,
         hyperparam_mutations={GRID_KEY: mutations},
         custom_explore_fn=ClipToSpace({n.key: (n.low, n.high) for n in floats}),

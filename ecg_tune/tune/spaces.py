@@ -182,6 +182,12 @@ class SweepSpec:
     source_text: str = ""  # the YAML as written, logged to MLflow
     base_dir: str = "."  # relative data paths are resolved against the YAML's folder
 
+    @property
+    def effective_scheduler(self) -> str:
+        """The scheduler that runs: an ablation grid always uses fifo (every cell trains fully, so
+        their confidence intervals compare full budgets), whatever `scheduler:` says."""
+        return "fifo" if self.ablation is not None else self.scheduler
+
     def fixed_flat(self) -> dict[str, Any]:
         """Keys every trial gets, before sampling: data paths, budget-derived epochs, `fixed`."""
         flat: dict[str, Any] = {
@@ -386,12 +392,6 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
 
     spec.fixed = dict(_require_mapping("fixed", doc.get("fixed", {})))
     spec.space = _parse_space("space", doc.get("space", {}))
-    if spec.scheduler == "pbt" and 0 < spec.budget.max_concurrent < spec.budget.trials and "ablation" not in doc:
-        raise ConfigError("budget.max_concurrent", "pbt trains its population together (members exploit each other); "
-                                                   "a smaller limit would run it in separate batches: use 0")
-    if spec.scheduler == "pbt" and "ablation" not in doc and not pbt_mutations(spec.space):
-        raise ConfigError("scheduler", "pbt explores by mutating float parameters at the top level of space: "
-                                       "(e.g. optim.lr: {float: [1e-4, 1e-2], log: true}); this space has none")
 
     if "ablation" in doc:
         abl = _require_mapping("ablation", doc["ablation"])
@@ -414,6 +414,13 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
         )
         if spec.space:
             raise ConfigError("space", "an ablation sweep takes its configs from ablation:, not space:")
+    if spec.effective_scheduler == "pbt":
+        if 0 < spec.budget.max_concurrent < spec.budget.trials:
+            raise ConfigError("budget.max_concurrent", "pbt trains its population together (members exploit each "
+                                                       "other); a smaller limit would run it in separate batches: use 0")
+        if not pbt_mutations(spec.space):
+            raise ConfigError("scheduler", "pbt explores by mutating float parameters at the top level of space: "
+                                           "(e.g. optim.lr: {float: [1e-4, 1e-2], log: true}); this space has none")
     validate(spec)
     return spec
 
@@ -632,8 +639,7 @@ def sample_population(spec: SweepSpec, size: int) -> list[dict[str, Any]]:
     population = []
     for _ in range(size):
         trial = study.ask()
-        flat = space.sample_flat(trial)
-        population.append({k: v for k, v in flat.items() if "?" not in k})
+        population.append(space.sample_flat(trial))
         study.tell(trial, 0.0)
     return population
 

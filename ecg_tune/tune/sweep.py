@@ -160,7 +160,7 @@ def _open_data(paths: list[str], sweep_dir: str, spec: SweepSpec) -> Any:
     from ecg_tune.tune.trainable import SweepData
 
     # PBT changes these during a trial; MLflow params cannot change, so trials report them as metrics.
-    mutated = [n.key for n in pbt_mutations(spec.space)] if spec.scheduler == "pbt" and not spec.ablation else []
+    mutated = [n.key for n in pbt_mutations(spec.space)] if spec.effective_scheduler == "pbt" else []
     return SweepData({p: open_dataset(p) for p in paths}, sweep_dir=sweep_dir, report_config=mutated)
 
 
@@ -278,35 +278,30 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
     from ecg_tune.tune.searcher import make_scheduler, make_searcher
     from ecg_tune.tune.spaces import GRID_KEY, sample_population
 
-    ablation = spec.ablation is not None
+    sched = spec.effective_scheduler  # fifo for an ablation grid
     max_conc = spec.budget.max_concurrent or None
-    if max_conc is None and not ablation and spec.scheduler not in ("pbt", "asha_promotion"):
+    if max_conc is None and spec.ablation is None and sched not in ("pbt", "asha_promotion"):
         # Ray lets a searcher that has no concurrency limit keep just one trial pending, so trials
         # would start one at a time; limit it to the trials the cluster holds now instead.
         slots = _cluster_slots(spec)
         max_conc = slots if slots >= 1 else None
         log.info("budget.max_concurrent 0: %s trials at a time (the cluster's current capacity)", slots or "unlimited")
+    elif sched == "asha_promotion":
+        max_conc = None  # the scheduler limits concurrency itself (see ecg_tune/tune/asha.py)
     _snapshot_period(num_samples)
     param_space: dict[str, Any] = {}
-    if ablation:
-        # One grid value per (cell, seed): the whole flat config, so every trial is fully determined.
-        grid = [{**spec.fixed_flat(), **_resolve_cfg(spec, c)} for c in spec.ablation.grid()]
-        param_space = {GRID_KEY: tune.grid_search(grid)}
-        search_alg = BasicVariantGenerator(max_concurrent=max_conc or 0)
-        num_samples = 1
-    elif spec.scheduler == "pbt":
-        # Ray's PBT takes no search algorithm: the population is drawn from the space here, and PBT
-        # then exploits (copies the weights of better trials) and explores (mutates their floats).
-        population = [{**spec.fixed_flat(), **_resolve_cfg(spec, c)} for c in sample_population(spec, num_samples)]
-        param_space = {GRID_KEY: tune.grid_search(population)}
+    if spec.ablation is not None or sched == "pbt":
+        # Every trial fully determined by one grid value, its whole flat config: an ablation cell (per
+        # seed), or a PBT population member (Ray's PBT takes no search algorithm: the population is
+        # drawn from the space here, and PBT then exploits and explores).
+        cells = spec.ablation.grid() if spec.ablation is not None else sample_population(spec, num_samples)
+        param_space = {GRID_KEY: tune.grid_search([{**spec.fixed_flat(), **_resolve_cfg(spec, c)} for c in cells])}
         search_alg = BasicVariantGenerator(max_concurrent=max_conc or 0)
         num_samples = 1
     else:
         # The URL without its password (public_uri): Ray pickles the searcher into the sweep folder.
         search_alg = make_searcher(spec, storage_url=settings.optuna_storage)
-    if spec.scheduler == "asha_promotion" and not ablation:
-        max_conc = None  # the scheduler limits concurrency itself (see ecg_tune/tune/asha.py)
-    scheduler = make_scheduler(spec, ablation=ablation)
+    scheduler = make_scheduler(spec)
     if hasattr(scheduler, "state_callback"):  # ASHA by promotion: its rungs survive `resume`
         callbacks = [*callbacks, scheduler.state_callback()]
     tune_config = tune.TuneConfig(
@@ -326,7 +321,7 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         # PBT hands a trial's checkpoint to others later: keep more of them around (Ray warns at <= 2).
         # PBT exploits the donor's checkpoint of its last perturbation: keep at least that far back.
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=max(4, spec.budget.perturbation_interval + 2) if spec.scheduler == "pbt" and not ablation else 2),
+            num_to_keep=max(4, spec.budget.perturbation_interval + 2) if sched == "pbt" else 2),
         failure_config=tune.FailureConfig(max_failures=3),
         verbose=1,
     )

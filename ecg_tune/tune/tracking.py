@@ -234,19 +234,26 @@ class MLflowTracking(Callback):
     def _attach(self, trial: Any) -> str:
         """The MLflow run of `trial`: known, found again by tag, or created (exactly one per trial)."""
         trial_id = trial.trial_id
-        if trial_id in self.trial_runs:
-            run_id = self.trial_runs[trial_id]
-            self.worker.submit(lambda c: c.update_run(run_id, status="RUNNING"))
-            return run_id
-        client = MlflowClient(self.tracking_uri)
-        try:
-            existing = find_runs(client, self.experiment_id, **{"ecg_tune__trial_id": trial_id, "ecg_tune__sweep": self.sweep_name})
-        except Exception as exc:
-            log.warning("MLflow search failed, creating the trial run later: %s", exc)
-            existing = []
-        if existing:
-            run_id = existing[0].info.run_id
-            self.worker.submit(lambda c: c.update_run(run_id, status="RUNNING"))
+        config = unwrap(trial.config or {})
+        params = params_of(_full_config(trial_config(config)))
+        run_id = self.trial_runs.get(trial_id)
+        if run_id is None:
+            client = MlflowClient(self.tracking_uri)
+            try:
+                existing = find_runs(client, self.experiment_id, **{"ecg_tune__trial_id": trial_id, "ecg_tune__sweep": self.sweep_name})
+            except Exception as exc:
+                log.warning("MLflow search failed, creating the trial run later: %s", exc)
+                existing = []
+            run_id = existing[0].info.run_id if existing else None
+        if run_id is not None:
+            # Params are logged in the background after the run is created: a driver killed in
+            # between left the run without them, so log whatever it lacks (same values: allowed).
+            def reattach(c: MlflowClient, run_id: str = run_id) -> None:
+                c.update_run(run_id, status="RUNNING")
+                have = c.get_run(run_id).data.params
+                _log_params(c, run_id, [p for p in params if p.key not in have])
+
+            self.worker.submit(reattach)
         else:
             tags = {
                 "mlflow.parentRunId": self.parent_run_id,
@@ -255,17 +262,19 @@ class MLflowTracking(Callback):
                 TRIAL_TAG: trial_id,
                 ROLE_TAG: "trial",
             }
-            config = unwrap(trial.config or {})
             cell = config.get("_cell")
             if cell:
                 tags["ecg_tune.cell"] = str(cell)
+            client = MlflowClient(self.tracking_uri)
             run_id = _with_retries(lambda: client.create_run(self.experiment_id, tags=tags).info.run_id)
-            params = params_of(_full_config(trial_config(config)))
-            for i in range(0, len(params), 100):
-                chunk = params[i : i + 100]
-                self.worker.submit(lambda c, chunk=chunk: c.log_batch(run_id, params=chunk))
+            self.worker.submit(lambda c, run_id=run_id: _log_params(c, run_id, params))
         self.trial_runs[trial_id] = run_id
         return run_id
+
+
+def _log_params(client: MlflowClient, run_id: str, params: list[Param]) -> None:
+    for i in range(0, len(params), 100):  # MLflow takes at most 100 params per request
+        client.log_batch(run_id, params=params[i : i + 100])
 
 
 def _full_config(flat: dict[str, Any]) -> dict[str, Any]:

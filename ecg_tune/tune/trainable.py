@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from ray import tune
 from ecg_tune.config import TrialConfig
 from ecg_tune.data.dataset import ECGDataset
 from ecg_tune.evaluate.protocols import quick_probe, run_protocol
-from ecg_tune.ssl.checkpoint import export_encoder, load_checkpoint
+from ecg_tune.ssl.checkpoint import Checkpoint, export_encoder, load_checkpoint
 from ecg_tune.ssl.pretrain import prepare_data
 from ecg_tune.ssl.train import Trainer, TrainingDiverged
 from ecg_tune.tune.searcher import FULL_BUDGET_KEY
@@ -61,22 +62,26 @@ class SweepData:
 def _newest_checkpoint(paths: list[Path], cfg: TrialConfig | None = None) -> Path | None:
     """The valid checkpoint with the highest epoch (the first one on ties); with `cfg`, only those
     written under that config."""
+    best = _newest([_read(p) for p in paths], cfg)
+    return best.path if best is not None else None
+
+
+def _newest(ckpts: list[Checkpoint | None], cfg: TrialConfig | None) -> Checkpoint | None:
     best, best_epoch = None, -1
-    for p in paths:
-        header = _header(p)
-        if header is None or (cfg is not None and not _same_config(header, cfg)):
+    for ckpt in ckpts:
+        if ckpt is None or (cfg is not None and not _same_config(ckpt.header, cfg)):
             continue
-        epoch = int(header.get("epoch", 0))
+        epoch = int(ckpt.header.get("epoch", 0))
         if epoch > best_epoch:
-            best, best_epoch = p, epoch
+            best, best_epoch = ckpt, epoch
     return best
 
 
-def _header(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
+def _read(path: Path | None) -> Checkpoint | None:
+    if path is None or not path.is_file():
         return None
     try:
-        return load_checkpoint(path).header
+        return load_checkpoint(path)
     except Exception:  # a corrupt or half-written file is skipped, the other one is used
         return None
 
@@ -88,15 +93,21 @@ def _same_config(header: dict[str, Any], cfg: TrialConfig) -> bool:
         return False
 
 
+def _choose(own: Path, ray: Checkpoint | None, cfg: TrialConfig, trial_id: str) -> Checkpoint | None:
+    """The checkpoint a (re)started trial continues (Ray's is passed in read, our own is read once)."""
+    if ray is not None and ray.header.get(TRIAL_ID_KEY, trial_id) != trial_id:
+        return ray  # PBT: continue the donor's weights, whatever our own folder holds
+    return _newest([ray, _read(own)], cfg)
+
+
 def _choose_checkpoint(own: Path, ray_path: Path | None, cfg: TrialConfig, trial_id: str) -> Path | None:
-    if ray_path is not None:
-        header = _header(ray_path)
-        if header is not None and header.get(TRIAL_ID_KEY, trial_id) != trial_id:
-            return ray_path  # PBT: continue the donor's weights, whatever our own folder holds
-    return _newest_checkpoint([p for p in (ray_path, own) if p is not None], cfg)
+    chosen = _choose(own, _read(ray_path), cfg, trial_id)
+    return chosen.path if chosen is not None else None
 
 
-def _build_trainer(cfg: TrialConfig, pool: Any, device: torch.device, checkpoint: Path | None) -> Trainer:
+def _build_trainer(
+    cfg: TrialConfig, pool: Any, device: torch.device, checkpoint: Checkpoint | Path | None
+) -> Trainer:
     """A trainer for the trial's config, continuing the state of `checkpoint` when one is given.
 
     Built from `cfg`, not from the checkpoint's config: they differ only after a PBT exploit, and then
@@ -109,7 +120,7 @@ def _build_trainer(cfg: TrialConfig, pool: Any, device: torch.device, checkpoint
     )
     if checkpoint is None:
         return trainer
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     trainer.load_state(ckpt)
     if not _same_config(ckpt.header, cfg):
         _set_optimizer_hyperparameters(trainer, cfg)
@@ -161,7 +172,8 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
     torch.set_num_threads(cpus)  # Ray sets OMP_NUM_THREADS=1 per trial otherwise (platform notes §3.10)
     device = _trial_device(float(resources.get("GPU", 0)))
 
-    cfg = TrialConfig.from_flat(trial_config(config))
+    flat = trial_config(config)
+    cfg = TrialConfig.from_flat(flat)
     trial_dir = Path(data.sweep_dir) / "trials" / ctx.get_trial_id()
     trial_dir.mkdir(parents=True, exist_ok=True)
     own_ckpt = trial_dir / "last.ckpt"
@@ -174,12 +186,15 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
     # as_directory: a local checkpoint is used in place; a remote one is fetched and removed after.
     with ray_ckpt.as_directory() if ray_ckpt is not None else contextlib.nullcontext() as ray_dir:
         ray_path = Path(ray_dir) / TRAINER_FILE if ray_dir is not None else None
-        resume_from = _choose_checkpoint(own_ckpt, ray_path, cfg, ctx.get_trial_id())
-        trainer = _build_trainer(cfg, pool, device, resume_from)
-        source = (_header(resume_from) or {}) if resume_from is not None else {}
+        ray_known = _read(ray_path)
+        chosen = _choose(own_ckpt, ray_known, cfg, ctx.get_trial_id())
+        trainer = _build_trainer(cfg, pool, device, chosen)
+        source = chosen.header if chosen is not None else {}
+        resume_from = chosen.path if chosen is not None else None
         if ray_ckpt is not None and resume_from is not None and resume_from == ray_path:
             resume_from = Path(ray_ckpt.path) / TRAINER_FILE  # where it lives, for the event log
     trainer.header[TRIAL_ID_KEY] = ctx.get_trial_id()
+    ray_epoch = int(ray_known.header.get("epoch", 0)) if ray_known is not None else 0
 
     # from_trial: whose weights these are (another trial's after a PBT exploit)
     _event(trial_dir, "start", epoch=trainer.epoch, resumed_from=str(resume_from) if resume_from else None,
@@ -188,17 +203,32 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
     state_file = trial_dir / "probe.json"
     if resume_from is not None:  # the probe value of the weights we continue survives restarts between probes
         probe_auc = float(source.get(PROBE_KEY, float("nan")))
-    elif state_file.is_file():  # written by a version that kept it only there
-        probe_auc = float(json.loads(state_file.read_text()).get("probe_auc", float("nan")))
-    flat = trial_config(config)
+        if PROBE_KEY not in source and state_file.is_file():  # a checkpoint of a version that kept it only there
+            probe_auc = float(json.loads(state_file.read_text()).get("probe_auc", float("nan")))
     config_metrics = {f"config.{k}": float(flat[k]) for k in data.report_config if isinstance(flat.get(k), int | float)}
+
+    def epoch_report(metrics: dict[str, Any], probe: float | None = None) -> dict[str, Any]:
+        return {"epoch": trainer.epoch, "excluded_leakage": pool.excluded_leakage, **config_metrics,
+                **{k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+                "probe_auc": probe_auc if probe is None else probe}
+
     epochs = cfg.train.epochs
-    if trainer.epoch >= epochs and resume_from is not None:
+    finished = trainer.epoch >= epochs and resume_from is not None
+    # Epochs our own checkpoint holds beyond Ray's: the driver died before it took in their results, so
+    # the scheduler, Optuna and MLflow never saw them. Report them again, each as it was, before going on
+    # (the final epoch of a finished trial is reported again below, with its evaluation).
+    for row in trainer.history:
+        if ray_epoch < row.get("epoch", 0) and not (finished and row["epoch"] >= trainer.epoch):
+            report = epoch_report(row, float(row.get("probe_auc", float("nan"))))
+            if row["epoch"] == trainer.epoch:
+                _report(trainer, own_ckpt, report)  # with the state that belongs to it (a scheduler may pause)
+            else:
+                tune.report(report)
+    if finished:
         # Finished after Ray's last snapshot: Ray reruns it, so tell Ray the final result again.
-        last_epoch = trainer.history[-1] if trainer.history else {}
-        report = {"epoch": trainer.epoch, "excluded_leakage": pool.excluded_leakage, **config_metrics,
-                  **{k: float(v) for k, v in last_epoch.items() if isinstance(v, int | float)}, "probe_auc": probe_auc,
-                  **_finish(trainer, cfg, downstream, trial_dir, device, reuse=True), FULL_BUDGET_KEY: 1.0}
+        report = epoch_report(trainer.history[-1] if trainer.history else {})
+        report.update(_finish(trainer, cfg, downstream, trial_dir, device, reuse=True))
+        report[FULL_BUDGET_KEY] = 1.0
         _report(trainer, own_ckpt, report)
         return
     while trainer.epoch < epochs:
@@ -212,8 +242,6 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
             return
         epoch = trainer.epoch
         last = epoch == epochs
-        report: dict[str, Any] = {"epoch": epoch, "excluded_leakage": pool.excluded_leakage, **config_metrics}
-        report.update({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
         if downstream is not None and (epoch % max(1, cfg.evaluation.probe_every) == 0 or last):
             # A compiled encoder would recompile for eval mode and every new batch shape: probe a copy
             # (deepcopy of an in-place compiled module is a plain one).
@@ -224,7 +252,8 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
                 max_records=cfg.evaluation.probe_max_records,
             )
             state_file.write_text(json.dumps({"probe_auc": probe_auc, "epoch": epoch}))
-        report["probe_auc"] = probe_auc
+        metrics["probe_auc"] = probe_auc  # kept in the trainer's history (checkpointed) for a later replay
+        report = epoch_report(metrics)
         trainer.header[PROBE_KEY] = probe_auc
         if last:
             report.update(_finish(trainer, cfg, downstream, trial_dir, device))
@@ -233,10 +262,11 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
 
 
 def _report(trainer: Trainer, own_ckpt: Path, report: dict[str, Any]) -> None:
+    # Our own copy first: it is what a restarted trial resumes from after a driver crash. Ray's copy
+    # is the same bytes (one serialisation and digest per epoch, not two).
+    trainer.save(own_ckpt)
     with tempfile.TemporaryDirectory(prefix="ecg-tune-ckpt-") as tmp:
-        trainer.save(Path(tmp) / TRAINER_FILE)
-        # Our own copy first: it is what a restarted trial resumes from after a driver crash.
-        trainer.save(own_ckpt)
+        shutil.copyfile(own_ckpt, Path(tmp) / TRAINER_FILE)
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 

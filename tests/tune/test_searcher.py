@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import optuna
 import pytest
@@ -135,3 +136,18 @@ def test_a_result_for_a_trial_the_study_already_finished_is_ignored() -> None:
     searcher.on_trial_result("a", {"probe_auc": 0.8, "epoch": 4})  # must not raise
     searcher.on_trial_complete("a", {"probe_auc": 0.8, "epoch": 4, FULL_BUDGET_KEY: 1.0})
     assert states(searcher) == [optuna.trial.TrialState.COMPLETE]
+
+
+
+def test_an_epoch_reported_again_after_a_restart_keeps_its_value_without_a_warning() -> None:
+    # A restarted trial reports again the epochs its own checkpoint holds beyond Ray's (trainable.py);
+    # the study may have some of them already.
+    searcher = make_searcher(parse_spec(SPEC))
+    searcher.suggest("a")
+    searcher.on_trial_result("a", {"probe_auc": 0.6, "epoch": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for epoch, value in ((1, 0.6), (2, 0.65), (3, 0.7)):
+            searcher.on_trial_result("a", {"probe_auc": value, "epoch": epoch})
+    (trial,) = searcher._ot_study.get_trials(deepcopy=False)
+    assert trial.intermediate_values == {1: 0.6, 2: 0.65, 3: 0.7}

@@ -95,6 +95,28 @@ def test_resume_reuses_the_trials_run(tmp_path: Path) -> None:
     assert steps == [1, 2]
 
 
+def test_a_run_left_without_params_by_a_driver_crash_gets_them_on_resume(tmp_path: Path) -> None:
+    # The run is created at once, its params are logged in the background: a driver killed in
+    # between leaves a run with tags and no params, which `resume` finds again (seen in the chaos
+    # test: a FINISHED trial run without a single param).
+    client, cb, exp = make(tmp_path)
+    crashed = client.create_run(exp, tags={"mlflow.parentRunId": cb.parent_run_id, "ecg_tune.sweep": "sweep-a",
+                                           "ecg_tune.trial_id": "t1", "ecg_tune.role": "trial"})
+    known = client.create_run(exp, tags={"mlflow.parentRunId": cb.parent_run_id, "ecg_tune.sweep": "sweep-a",
+                                         "ecg_tune.trial_id": "t2", "ecg_tune.role": "trial"})
+    client.log_param(known.info.run_id, "seed", "3")  # partly logged
+    fresh = MLflowTracking(cb.tracking_uri, exp, cb.parent_run_id, "sweep-a")
+    fresh.set_state({"trial_runs": {"t2": known.info.run_id}})  # from the callback's saved state
+    assert fresh._attach(FakeTrial("t1", {"seed": 1, "optim.lr": 0.01})) == crashed.info.run_id
+    assert fresh._attach(FakeTrial("t2", {"seed": 3})) == known.info.run_id
+    assert fresh.flush()
+    p1 = client.get_run(crashed.info.run_id).data.params
+    p2 = client.get_run(known.info.run_id).data.params
+    assert p1["seed"] == "1" and p1["optim.lr"] == "0.01" and p1["train.batch_size"] == "256"
+    assert p2["seed"] == "3" and p2["method.name"] == p1["method.name"]
+    assert len(trial_runs(client, exp)) == 2
+
+
 def test_unreachable_server_never_raises(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

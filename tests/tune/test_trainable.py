@@ -89,3 +89,85 @@ def test_resuming_under_the_same_config_is_exact(tmp_path: Path, pool: Any) -> N
     assert lrs(resumed) == lrs(straight)
     for a, b in zip(resumed.method.state_dict().values(), straight.method.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+class Interrupted(Exception):
+    """Stands for the driver dying while a trial's result is on its way."""
+
+
+class FakeTune:
+    """The part of `ray.tune` a trial function calls: reports are kept, checkpoints copied to `store`,
+    and the report of epoch `die_at` raises after the trial saved its own checkpoint (as a kill would)."""
+
+    def __init__(self, store: Path, trial_id: str, restore: Any = None, die_at: int = 0) -> None:
+        self.store, self.trial_id, self.restore, self.die_at = store, trial_id, restore, die_at
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoints: list[Any] = []
+        self.Checkpoint = SimpleNamespace(from_directory=self._keep)
+
+    def _keep(self, directory: str) -> Any:
+        import contextlib
+        import shutil
+
+        path = self.store / f"ray-{len(list(self.store.glob('ray-*')))}"
+        shutil.copytree(directory, path)
+        return SimpleNamespace(path=str(path), as_directory=lambda: contextlib.nullcontext(str(path)))
+
+    def get_context(self) -> Any:
+        return SimpleNamespace(get_trial_id=lambda: self.trial_id,
+                               get_trial_resources=lambda: SimpleNamespace(required_resources={"CPU": 1}))
+
+    def get_checkpoint(self) -> Any:
+        return self.restore
+
+    def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        if metrics["epoch"] == self.die_at:
+            raise Interrupted
+        self.reports.append(metrics)
+        self.checkpoints.append(checkpoint)
+
+
+def test_a_trial_restarted_ahead_of_rays_checkpoint_replays_the_epochs_ray_never_took_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecg_tune.data import open_dataset
+    from ecg_tune.data.synthetic import write_synthetic
+    from ecg_tune.ssl.checkpoint import load_checkpoint
+    from ecg_tune.tune import trainable
+
+    data = tmp_path / "data"
+    write_synthetic(data, n_records=60, seed=0)
+    sweep = trainable.SweepData({str(data): open_dataset(data)}, sweep_dir=str(tmp_path / "sweep"))
+    flat = {"encoder.name": "xresnet1d50", "encoder.width": 8, "train.batch_size": 16, "train.epochs": 5,
+            "data.pretrain": [str(data)], "data.downstream": str(data), "evaluation.probe_epochs": 2,
+            "evaluation.probe_every": 1}
+    torch.set_num_threads(1)
+
+    # First run: Ray takes in epoch 1 (and its checkpoint); the driver dies with epochs 2-3 on the way.
+    first = FakeTune(tmp_path, "t0", die_at=3)
+    monkeypatch.setattr(trainable, "tune", first)
+    lost = []
+    real_report = first.report
+
+    def report_losing_epoch_2(metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        if metrics["epoch"] == 2:  # the trial went on; the dead driver never saw this result
+            lost.append(metrics)
+            return
+        real_report(metrics, checkpoint)
+
+    first.report = report_losing_epoch_2
+    with pytest.raises(Interrupted):
+        trainable.train_trial(flat, sweep)
+    assert [r["epoch"] for r in first.reports] == [1] and [r["epoch"] for r in lost] == [2]
+
+    second = FakeTune(tmp_path, "t0", restore=first.checkpoints[0], die_at=5)
+    monkeypatch.setattr(trainable, "tune", second)
+    with pytest.raises(Interrupted):
+        trainable.train_trial(flat, sweep)
+    # Restarted from Ray's epoch-1 checkpoint, it continues its own epoch-3 one and first reports epochs 2
+    # and 3 again exactly as the dead driver missed them, the last with its checkpoint, then goes on.
+    assert [r["epoch"] for r in second.reports] == [2, 3, 4]
+    assert second.reports[0] == lost[0]
+    assert 0.0 < second.reports[1]["probe_auc"] < 1.0 and second.reports[1]["probe_auc"] != second.reports[0]["probe_auc"]
+    assert second.checkpoints[0] is None and second.checkpoints[1] is not None
+    assert load_checkpoint(Path(second.checkpoints[1].path) / trainable.TRAINER_FILE).header["epoch"] == 3

@@ -35,29 +35,70 @@ class Augmentation(nn.Module):
         """
         return self.forward(x, generator)
 
+    def then(self, following: Augmentation) -> Augmentation | None:
+        """One module computing this step followed by `following` with the same random draws and
+        the same result, when that is cheaper than two steps (e.g. one pass over the batch instead
+        of two); None (the default) when there is no such fusion. `Pipeline` asks each adjacent pair.
+        """
+        return None
+
     def extra_repr(self) -> str:
         return f"{self.params}, fs={self.fs:g}"
+
+
+def random_block(
+    batch: int, length: int, fractions: tuple[float, float], device: torch.device | str,
+    generator: torch.Generator | None, min_size: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start, size), (B,) int64: a block of int(r * length) samples, r ~ U(fractions), at least
+    `min_size`, starting uniformly in [0, length - size] inclusive (the reference never picks the
+    last start, notes 8.7). Draws r, then the start, each (B,) float64 from `generator`."""
+    lo, hi = fractions
+    r = lo + (hi - lo) * torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+    size = (r * length).long().clamp_(min_size, length)
+    return uniform_start(batch, length, size, device, generator), size
+
+
+def uniform_start(
+    batch: int, length: int, size: torch.Tensor | int, device: torch.device | str,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Start of a block of `size` samples, uniform over [0, length - size] inclusive, (B,) int64."""
+    u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+    return (u * (length - size + 1)).long().clamp_(max=length - size)  # u * (n+1) may round to n+1
 
 
 class Pipeline(nn.Module):
     """Augmentations applied in order, each with probability 1 (as in the paper).
 
-    The input is never modified. A step whose input is a fresh tensor that an earlier step returned
-    (not sharing memory with the pipeline's input, contiguous, outside autograd) runs as
-    `step.forward_`, which may work in place (e.g. TimeOut after RandomResizedCrop: a mask multiply
-    into the crop's output instead of a second batch-sized tensor); the result is the same as
-    calling the steps one after the other.
+    The input is never modified. Adjacent steps that offer a fused module (`Augmentation.then`, e.g.
+    RandomResizedCrop then TimeOut) run as that module. A step whose input is a fresh tensor that an
+    earlier step returned (not sharing memory with the pipeline's input, contiguous, outside
+    autograd) runs as `step.forward_`, which may work in place (e.g. a mask multiply into the
+    previous step's output instead of a second batch-sized tensor). Either way the result is the
+    same as calling the steps one after the other.
     """
 
     def __init__(self, steps: list[Augmentation]):
         super().__init__()
         self.steps = nn.ModuleList(steps)
+        self._plan = _fuse(list(steps))  # not registered: the same modules, regrouped
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         source = x
-        for i, step in enumerate(self.steps):
+        for i, step in enumerate(self._plan):
             x = step.forward_(x, generator) if i and _owned(x, source) else step(x, generator)
         return x
+
+
+def _fuse(steps: list[Augmentation]) -> list[Augmentation]:
+    plan: list[Augmentation] = []
+    i = 0
+    while i < len(steps):
+        fused = steps[i].then(steps[i + 1]) if i + 1 < len(steps) else None
+        plan.append(fused if fused is not None else steps[i])
+        i += 2 if fused is not None else 1
+    return plan
 
 
 def _owned(x: torch.Tensor, source: torch.Tensor) -> bool:

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from ecg_tune.errors import ConfigError
-from ecg_tune.ssl.augment.base import Augmentation
+from ecg_tune.ssl.augment.base import Augmentation, uniform_start
 
 
 @dataclass
@@ -36,7 +36,6 @@ class RandomCrop(Augmentation):
             raise ValueError(
                 f"random_crop: window of {length} samples is shorter than the crop length {size}"
             )
-        u = torch.rand(batch, generator=generator, device=x.device, dtype=torch.float64)
-        start = (u * (length - size + 1)).long().clamp(max=length - size)
+        start = uniform_start(batch, length, size, x.device, generator)
         index = start[:, None] + torch.arange(size, device=x.device)
         return torch.gather(x, 2, index[:, None, :].expand(batch, leads, size))

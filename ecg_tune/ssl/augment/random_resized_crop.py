@@ -13,6 +13,9 @@ of the last placed sample at or before j, plus the fraction of the way to the ne
 Per lead (`lerp_at`; (B, L, T), the expensive part): one linear interpolation that gathers all leads
 at those indices. At placed positions the fraction is 0, so the crop samples appear in the output
 exactly, as in the reference.
+
+On CPU float32 both parts run as one compiled kernel (native.py, rrc_kernel.c) from the same draws
+(`draw`), with the same values; `CropThenTimeOut` adds TimeOut to that pass inside a Pipeline.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import ClassVar
 import torch
 
 from ecg_tune.errors import ConfigError
-from ecg_tune.ssl.augment.base import Augmentation
+from ecg_tune.ssl.augment import native
+from ecg_tune.ssl.augment.base import Augmentation, random_block
+from ecg_tune.ssl.augment.timeout import TimeOut
 
 # On CPU, `lerp_at` works through the batch in pieces of about this many output elements (1 MiB of
 # float32), so that its scratch buffer of upper neighbours stays in cache and the output is the only
@@ -121,37 +126,38 @@ class RandomResizedCrop(Augmentation):
                 f"need 0 < min_fraction <= max_fraction <= 1, got {params.min_fraction}, {params.max_fraction}",
             )
 
-    def sample(
+    def draw(
         self, batch: int, length: int, device: torch.device | str, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The random part of `forward` for windows of `length` >= 3 samples: (start, crop, knots).
+        """All random draws of `forward` for windows of `length` >= 3 samples: (start, crop, sums).
 
-        start, crop (B,) int64: the crop is input samples start .. start+crop-1. knots (B, T+1)
-        float32: output position of each crop sample (see `crop_map`). Draws from `generator` exactly
-        what `forward` draws, so `forward(x, g)` equals interpolating x's crops through these knots
-        for a generator `g` in the same state.
+        start, crop (B,) int64: the crop is input samples start .. start+crop-1. sums (B, T-1)
+        float32: running sums of exponential variates, from which `knots` places the crop samples.
         """
-        dev, p = device, self.params
-        r = p.min_fraction + (p.max_fraction - p.min_fraction) * torch.rand(
-            batch, generator=generator, device=dev, dtype=torch.float64
-        )
+        p = self.params
         # At least 2 samples so that the two end positions have distinct crop samples.
-        crop = (r * length).long().clamp(2, length)
-        # Uniform start over [0, T-m] inclusive (the reference never picks the last start, notes 8.7).
-        u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64)
-        start = torch.minimum((u * (length - crop + 1)).long(), length - crop)
+        start, crop = random_block(batch, length, (p.min_fraction, p.max_fraction), device, generator, min_size=2)
+        unif = torch.rand(batch, length - 1, generator=generator, device=device, dtype=torch.float32)
+        sums = unif.neg_().log1p_().neg_().cumsum_(dim=1)  # -log(1-U) ~ Exp(1), finite for U in [0, 1)
+        return start, crop, sums
 
-        # Which output positions receive crop samples: both ends plus `inner` = crop-2 distinct interior
-        # positions (of the T-2), in order. Drawn without a sort (a per-row argsort of T keys was half
-        # the cost of this augmentation on CPU): sorted uniforms are the normalised partial sums of
-        # exponential variates (order statistics, S_k / S_{inner+1}); scaling them to the T-crop+1
-        # free slots and adding k makes them distinct, increasing integers ("stars and bars"):
-        # position_k = 1 + floor(U_(k) * (T - crop + 1)) + k, k = 0..inner-1, in 1..T-2.
-        # For k >= inner the same formula gives >= T-1, clamped to T-1.
+    @staticmethod
+    def knots(crop: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+        """Output position of each crop sample, (B, T+1) float32 (see `crop_map`), from `draw`.
+
+        Which output positions receive crop samples: both ends plus `inner` = crop-2 distinct interior
+        positions (of the T-2), in order. Drawn without a sort (a per-row argsort of T keys was half
+        the cost of this augmentation on CPU): sorted uniforms are the normalised partial sums of
+        exponential variates (order statistics, S_k / S_{inner+1}); scaling them to the T-crop+1
+        free slots and adding k makes them distinct, increasing integers ("stars and bars"):
+        position_k = 1 + floor(U_(k) * (T - crop + 1)) + k, k = 0..inner-1, in 1..T-2.
+        For k >= inner the same formula gives >= T-1, clamped to T-1. (rrc_kernel.c repeats these
+        float32 operations in this order, so both give the same positions.)
+        """
+        batch, length = sums.shape[0], sums.shape[1] + 1
+        dev = sums.device
         inner = crop - 2
         spare = (length - crop).unsqueeze(1).to(torch.float32)  # interior positions left unplaced
-        unif = torch.rand(batch, length - 1, generator=generator, device=dev, dtype=torch.float32)
-        sums = unif.neg_().log1p_().neg_().cumsum_(dim=1)  # -log(1-U) ~ Exp(1), finite for U in [0, 1)
         knots = torch.empty(batch, length + 1, device=dev, dtype=torch.float32)
         pos = knots[:, 1 : length - 1]
         torch.div(sums[:, : length - 2], sums.gather(1, inner.unsqueeze(1)), out=pos)  # U_(k+1)
@@ -160,13 +166,60 @@ class RandomResizedCrop(Augmentation):
         pos.add_(torch.arange(1, length - 1, device=dev, dtype=pos.dtype)).clamp_(max=length - 1)
         knots[:, 0] = 0.0
         knots[:, length - 1 :] = length - 1
-        return start, crop, knots
+        return knots
+
+    def sample(
+        self, batch: int, length: int, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The random part of `forward`: (start, crop, knots), see `draw` and `knots`.
+
+        Draws from `generator` exactly what `forward` draws, so `forward(x, g)` equals interpolating
+        x's crops through these knots for a generator `g` in the same state.
+        """
+        start, crop, sums = self.draw(batch, length, device, generator)
+        return start, crop, self.knots(crop, sums)
+
+    def then(self, following: Augmentation) -> Augmentation | None:
+        # RandomResizedCrop then TimeOut: the reference pretraining pair (paper-notes 5), worth one pass.
+        return CropThenTimeOut(self, following) if isinstance(following, TimeOut) else None
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch, _, length = x.shape
         if length < 3:  # nothing to stretch: a crop of at least 2 samples fills both ends
             return x.clone()
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        start, _, knots = self.sample(batch, length, x.device, generator)
+        start, crop, sums = self.draw(batch, length, x.device, generator)
+        fused = native.resized_crop(work, start, crop, sums)  # CPU float32: compiled kernel, same values
+        if fused is not None:
+            return fused.to(x.dtype)
+        knots = self.knots(crop, sums)
         left, frac = crop_map(start, knots, work.dtype)
         return lerp_at(work, left, frac).to(x.dtype)
+
+
+class CropThenTimeOut(Augmentation):
+    """RandomResizedCrop followed by TimeOut (built by `Pipeline`): on CPU float32 one kernel pass
+    zeroes TimeOut's block of each output row while the row is in cache, instead of a second pass
+    over the batch. Same draws in the same order, same values; elsewhere the two steps in turn."""
+
+    name: ClassVar[str] = "random_resized_crop+timeout"
+
+    def __init__(self, crop: RandomResizedCrop, timeout: TimeOut):
+        super().__init__(crop.params, crop.fs)
+        self.crop, self.timeout = crop, timeout
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        batch, _, length = x.shape
+        if length >= 3 and native.applies(x) and native.library() is not None:
+            start, crop, sums = self.crop.draw(batch, length, x.device, generator)
+            block = self.timeout.draw(batch, length, x.device, generator)
+            fused = native.resized_crop(x, start, crop, sums, zero=block)
+            assert fused is not None  # applies(x) and the library were checked above
+            return fused
+        y = self.crop(x, generator)  # a new tensor: TimeOut in place, unless autograd records it
+        if y.requires_grad and torch.is_grad_enabled():
+            return self.timeout(y, generator)
+        return self.timeout.forward_(y, generator)
+
+    def extra_repr(self) -> str:
+        return f"{self.crop.extra_repr()}; then {self.timeout.extra_repr()}"

@@ -8,7 +8,8 @@ from typing import ClassVar
 import torch
 
 from ecg_tune.errors import ConfigError
-from ecg_tune.ssl.augment.base import Augmentation
+from ecg_tune.ssl.augment import native
+from ecg_tune.ssl.augment.base import Augmentation, random_block
 
 
 @dataclass
@@ -29,19 +30,25 @@ class TimeOut(Augmentation):
                 f"need 0 <= min_fraction <= max_fraction <= 1, got {params.min_fraction}, {params.max_fraction}",
             )
 
+    def draw(
+        self, batch: int, length: int, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All random draws of `forward`: (start, size), (B,) int64; samples start .. start+size-1."""
+        p = self.params
+        return random_block(batch, length, (p.min_fraction, p.max_fraction), device, generator)
+
     def keep_mask(
         self, batch: int, length: int, device: torch.device | str, dtype: torch.dtype,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The random part of `forward`: (B, 1, T) of `dtype`, 0 inside each window's block, else 1."""
-        p = self.params
-        r = p.min_fraction + (p.max_fraction - p.min_fraction) * torch.rand(
-            batch, generator=generator, device=device, dtype=torch.float64
-        )
-        size = (r * length).long()
-        # Start uniform over [0, T-size] inclusive (the reference excludes the last start).
-        u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
-        start = torch.minimum((u * (length - size + 1)).long(), length - size)
+        start, size = self.draw(batch, length, device, generator)
+        return self.mask_from(start, size, length, dtype)
+
+    @staticmethod
+    def mask_from(start: torch.Tensor, size: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+        """(B, 1, T) of `dtype`: 0 at samples start .. start+size-1 of each window, else 1."""
+        device = start.device
         # Sample t is in the block [start, start+size) iff |2t - (2 start + size - 1)| <= size - 1.
         # Every term is an integer, so clamping |2t - centre| - (size - 1) to [0, 1] gives exactly 0
         # inside and 1 outside: four float32 ops on (B, T) instead of comparisons over int64 (exact
@@ -59,6 +66,12 @@ class TimeOut(Augmentation):
         return x * self.keep_mask(batch, length, x.device, x.dtype, generator)
 
     def forward_(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`forward` written into x (same random draws, same values): one pass, no new tensor."""
+        """`forward` written into x (same random draws, same values): one pass, no new tensor.
+
+        On CPU float32 the compiled kernel (native.py) zeroes the blocks only, lead by lead.
+        """
         batch, _, length = x.shape
-        return x.mul_(self.keep_mask(batch, length, x.device, x.dtype, generator))
+        start, size = self.draw(batch, length, x.device, generator)
+        if native.zero_blocks(x, start, size):
+            return x
+        return x.mul_(self.mask_from(start, size, length, x.dtype))
