@@ -31,7 +31,7 @@ def _add_prepare(sub: Any) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from ecg_tune.data import ingest
-    from ecg_tune.data.dataset import format_summary, open_dataset
+    from ecg_tune.data.dataset import format_summary, summarize
 
     options: dict[str, Any] = {}
     if args.label_csv:
@@ -40,23 +40,23 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         options["which"] = int(args.resolution)
     ingest(args.source, args.root, args.out, fs=args.fs, workers=args.workers, lead_order=args.lead_order,
            records_per_shard=args.records_per_shard, progress=True, **options)
-    print(format_summary(open_dataset(args.out).summary()))
+    print(format_summary(summarize(args.out)))
     return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ecg_tune.data.dataset import format_summary, open_dataset
+    from ecg_tune.data.dataset import format_summary, summarize
     from ecg_tune.data.synthetic import write_synthetic
 
     write_synthetic(args.out, n_records=args.records, seed=args.seed, fs=args.fs)
-    print(format_summary(open_dataset(args.out).summary()))
+    print(format_summary(summarize(args.out)))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ecg_tune.data.dataset import format_summary, open_dataset
+    from ecg_tune.data.dataset import format_summary, summarize
 
-    summary = open_dataset(args.path).summary()
+    summary = summarize(args.path)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
 

@@ -109,38 +109,41 @@ class ECGDataset:
         return np.flatnonzero(np.isin(self.records["fold"].to_numpy(), list(folds))).astype(np.int64)
 
     def summary(self) -> dict[str, Any]:
-        m = self.manifest
-        seconds = self.store.lengths / self.fs if len(self) else np.zeros(1)
-        folds = Counter(int(f) for f in self.records["fold"])
-        label_sets = {}
-        for name in self.label_sets:
-            column = self.records[f"labels_{name}"]
-            counts = Counter(code for codes in column for code in codes)
-            label_sets[name] = {
-                "classes": len(m.label_sets[name]["vocabulary"]),
-                "labelled_records": int(sum(1 for codes in column if len(codes))),
-                "most_common": [[code, n] for code, n in counts.most_common(5)],
-            }
-        # Group reasons by their wording, without the quoted names and numbers that vary per record.
-        reasons = Counter(re.sub(r"'[^']*'|\d+", "_", q["reason"]).split(":")[0] for q in m.quarantine)
-        return {
-            "path": str(self.path),
-            "source": m.source,
-            "source_version": m.source_version,
-            "records": len(self),
-            "fs": self.fs,
-            "lead_names": list(self.lead_names),
-            "duration_s": {"min": float(seconds.min()), "median": float(np.median(seconds)), "max": float(seconds.max())},
-            "folds": {str(f): folds[f] for f in sorted(folds)},
-            "default_label_set": m.default_label_set,
-            "label_sets": label_sets,
-            "quarantine": {"count": len(m.quarantine), "reasons": dict(reasons.most_common()), "examples": m.quarantine[:5]},
-            "clipped_samples": m.clipped_samples,
-            "flat_leads": m.flat_leads,
-            "notes": {"count": len(m.notes), "examples": m.notes[:5]},
-            "shards": len(m.shards),
-            "store_bytes": self.store.nbytes,
+        return _summary(self.path, self.manifest, self.records, self.store.lengths, self.store.nbytes)
+
+
+def _summary(path: Path, m: Manifest, records: pd.DataFrame, lengths: np.ndarray, store_bytes: int) -> dict[str, Any]:
+    seconds = lengths / m.fs if len(records) else np.zeros(1)
+    folds = Counter(int(f) for f in records["fold"])
+    label_sets = {}
+    for name in sorted(m.label_sets):
+        column = records[f"labels_{name}"]
+        counts = Counter(code for codes in column for code in codes)
+        label_sets[name] = {
+            "classes": len(m.label_sets[name]["vocabulary"]),
+            "labelled_records": int(sum(1 for codes in column if len(codes))),
+            "most_common": [[code, n] for code, n in counts.most_common(5)],
         }
+    # Group reasons by their wording, without the quoted names and numbers that vary per record.
+    reasons = Counter(re.sub(r"'[^']*'|\d+", "_", q["reason"]).split(":")[0] for q in m.quarantine)
+    return {
+        "path": str(path),
+        "source": m.source,
+        "source_version": m.source_version,
+        "records": len(records),
+        "fs": float(m.fs),
+        "lead_names": list(m.lead_names),
+        "duration_s": {"min": float(seconds.min()), "median": float(np.median(seconds)), "max": float(seconds.max())},
+        "folds": {str(f): folds[f] for f in sorted(folds)},
+        "default_label_set": m.default_label_set,
+        "label_sets": label_sets,
+        "quarantine": {"count": len(m.quarantine), "reasons": dict(reasons.most_common()), "examples": m.quarantine[:5]},
+        "clipped_samples": m.clipped_samples,
+        "flat_leads": m.flat_leads,
+        "notes": {"count": len(m.notes), "examples": m.notes[:5]},
+        "shards": len(m.shards),
+        "store_bytes": int(store_bytes),
+    }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -175,15 +178,21 @@ def open_dataset(path_or_uri: str | os.PathLike[str], *, filesystem: pafs.FileSy
 
     `filesystem`: read `path_or_uri` as a path inside this pyarrow filesystem instead.
     """
+    filesystem, target = _resolve(path_or_uri, filesystem)
+    if filesystem is not None:
+        return _open_local(_fetch(filesystem, target.rstrip("/"), cache_dir()))
+    return _open_local(Path(target))
+
+
+def _resolve(path_or_uri: str | os.PathLike[str], filesystem: pafs.FileSystem | None) -> tuple[Any, str]:
+    """(remote filesystem or None for a local one, path in it)."""
     target = str(path_or_uri)
     if filesystem is None and "://" in target:
         try:
             filesystem, target = pafs.FileSystem.from_uri(target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
             raise DatasetError(f"{path_or_uri}: cannot open this URI ({e})") from None
-    if filesystem is not None and not isinstance(filesystem, pafs.LocalFileSystem):
-        return _open_local(_fetch(filesystem, target.rstrip("/"), cache_dir()))
-    return _open_local(Path(target))
+    return (None if isinstance(filesystem, pafs.LocalFileSystem) else filesystem), target
 
 
 def cache_dir() -> Path:
@@ -250,12 +259,23 @@ def _read_shard(
         raise DatasetError(f"{path}: not a readable Parquet shard ({e})") from None
 
 
-def _open_local(path: Path) -> ECGDataset:
+def summarize(path_or_uri: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
+    """`open_dataset(path_or_uri).summary()` without loading the signals of a local dataset (its shards
+    are still checked against the manifest): what `ecg-tune prepare` and `inspect` print."""
+    remote, target = _resolve(path_or_uri, filesystem)
+    if remote is not None:
+        return open_dataset(target, filesystem=remote).summary()
+    path = Path(target)
+    manifest, meta, lengths = _read_meta(path)
+    store_bytes = int(lengths.sum()) * len(manifest.lead_names) * 2 + 2 * lengths.nbytes  # + offsets, as SignalStore
+    return _summary(path, manifest, _records_frame(meta, manifest), lengths, store_bytes)
+
+
+def _read_meta(path: Path) -> tuple[Manifest, pa.Table | None, np.ndarray]:
+    """Pass 1 of opening: the manifest, every shard verified and its small columns, the record lengths."""
     if not path.is_dir():
         raise DatasetError(f"{path}: dataset folder does not exist")
     manifest = Manifest.load(path / MANIFEST)
-    n_leads = len(manifest.lead_names)
-    # Pass 1: verify every shard and read its small columns; pass 2 copies signals into one array.
     tables = []
     for entry in manifest.shards:
         table = _read_shard(path / entry["file"], entry, None, verify=True, exclude=("signal",))
@@ -264,6 +284,13 @@ def _open_local(path: Path) -> ECGDataset:
         tables.append(table)
     meta = pa.concat_tables(tables) if tables else None
     lengths = np.asarray(meta.column("n_samples"), dtype=np.int64) if meta is not None else np.zeros(0, np.int64)
+    return manifest, meta, lengths
+
+
+def _open_local(path: Path) -> ECGDataset:
+    # Pass 1: verify every shard and read its small columns; pass 2 copies signals into one array.
+    manifest, meta, lengths = _read_meta(path)
+    n_leads = len(manifest.lead_names)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
     data = np.empty((int(lengths.sum()), n_leads), dtype=np.int16)
     row = 0

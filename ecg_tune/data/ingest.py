@@ -9,7 +9,9 @@ of a worker process.
 2. Folds: records whose source has no folds get 10 label-stratified, patient-grouped folds
    (`folds.assign_folds`), computed from all rows at once, hence after step 1.
 3. Write: each shard is encoded from its pieces and written atomically; its sha256 goes to the
-   journal (`shard-*.json`) and the piece data are deleted.
+   journal (`shard-*.json`) and the piece data are deleted. A shard whose rows all have source folds
+   is written as soon as its pieces are read, on the same workers, while other pieces are still being
+   read (`_EarlyShards`); should a later record bring a label set it lacks, it is rewritten.
 4. The manifest is written last, atomically.
 
 A re-run with the same settings skips every shard whose file still matches its journal checksum
@@ -25,6 +27,7 @@ import os
 import re
 import shutil
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -49,6 +52,7 @@ UNITS_PER_MV = 1000.0  # 1 µV per int16 step: ±32.767 mV range
 JOURNAL = ".ingest"
 MIN_PARALLEL_TASKS = 4  # below ~1000 records starting worker processes costs more than it saves
 _LABEL_SET = re.compile(r"^[A-Za-z0-9_]+$")
+Follow = Callable[[Any, Any], list[tuple[Callable[[Any], Any], Any]]]  # see _Runner.run
 
 
 @dataclass(frozen=True)
@@ -299,7 +303,7 @@ def run_piece(task: PieceTask) -> int:
     items = ((ref.record_id, ref.path, reader(ref)) for ref in task.refs)
     rows, data, quarantine = process_records(items, task.target, src.origin_id)
     Journal(Path(task.out)).save_piece(task.shard, task.piece, rows, data, quarantine)
-    return len(task.refs)
+    return {"rows": rows, "quarantine": quarantine}  # what the journal holds, so that it is not read back
 
 
 def run_shard(task: ShardTask) -> dict[str, Any]:
@@ -341,14 +345,22 @@ class _Runner:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def run(self, fn: Callable[[Any], Any], tasks: Sequence[Any], label: str, weight: Callable[[Any], int]) -> list:
+    def run(self, fn: Callable[[Any], Any], tasks: Sequence[Any], label: str, weight: Callable[[Any], int],
+            follow: Follow | None = None) -> list:
+        """`fn` over `tasks`; returns the results in the order they finish.
+
+        `follow(task, result)` may hand back more work, (function, task) pairs that run next, on the
+        same workers, ahead of the tasks still queued. Their results are dropped (they report through
+        the journal); their errors are raised.
+        """
         if not tasks:
             return []
         # The pool is started before the progress bar: forking while its refresh thread runs could
         # hand a worker a lock held by that thread.
         parallel = self.workers > 1 and (len(tasks) >= MIN_PARALLEL_TASKS or self._pool is not None)
         pool = self._start_pool(len(tasks)) if parallel and len(tasks) > 1 else None
-        outcomes = self._parallel(pool, fn, tasks) if pool else ((t, fn(t)) for t in tasks)
+        jobs: deque[tuple[Callable[[Any], Any], Any, bool]] = deque((fn, t, True) for t in tasks)
+        outcomes = self._parallel(pool, jobs, follow) if pool else self._inline(jobs, follow)
         results = []
         with _progress_bar(self.progress) as bar:
             job = bar.add_task(label, total=sum(weight(t) for t in tasks)) if bar else None
@@ -367,17 +379,29 @@ class _Runner:
             self._pool.submit(os.getpid).result()  # starts every worker now
         return self._pool
 
-    def _parallel(self, pool: Executor, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
-        pending: dict[Future, Any] = {}
-        queue = list(tasks)
+    @staticmethod
+    def _inline(jobs: deque, follow: Follow | None) -> Iterator[tuple[Any, Any]]:
+        while jobs:
+            fn, task, main = jobs.popleft()
+            result = fn(task)
+            if main:
+                jobs.extendleft(reversed([(f, t, False) for f, t in follow(task, result)] if follow else []))
+                yield task, result
+
+    def _parallel(self, pool: Executor, jobs: deque, follow: Follow | None) -> Iterator[tuple[Any, Any]]:
+        pending: dict[Future, tuple[Any, bool]] = {}
         # At most 2 tasks per worker in flight, so results (and the bar) flow as they finish.
-        while queue or pending:
-            while queue and len(pending) < 2 * self.workers:
-                task = queue.pop(0)
-                pending[pool.submit(fn, task)] = task
+        while jobs or pending:
+            while jobs and len(pending) < 2 * self.workers:
+                fn, task, main = jobs.popleft()
+                pending[pool.submit(fn, task)] = (task, main)
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield pending.pop(future), future.result()
+                task, main = pending.pop(future)
+                result = future.result()
+                if main:
+                    jobs.extendleft(reversed([(f, t, False) for f, t in follow(task, result)] if follow else []))
+                    yield task, result
 
 
 class _NoBar:
@@ -455,23 +479,27 @@ def ingest(
     _remove_stale_temp_files(out)
     layout = [refs[k : k + records_per_shard] for k in range(0, len(refs), records_per_shard)]
     pieces = [[chunk[p : p + PIECE] for p in range(0, len(chunk), PIECE)] for chunk in layout]
+    sizes = [len(p) for p in pieces]
     with _Runner(workers or _default_workers(), progress, preload_scipy=_resampling_likely(src, refs, target)) as runner:
         valid = {k for k in range(len(pieces)) if _shard_valid(journal, k, len(pieces[k]))}
+        label_sets = None  # known once every row has been read
         while True:
-            tasks = [
-                PieceTask(k, p, piece, source, source_options, target, str(out))
-                for k, shard_pieces in enumerate(pieces) if k not in valid
-                for p, piece in enumerate(shard_pieces) if not journal.piece_ready(k, p)
-            ]
-            runner.run(run_piece, tasks, f"reading {source}", lambda t: len(t.refs))
-            rows, quarantine = _load_rows(journal, [len(p) for p in pieces])
+            todo = [(k, p) for k in range(len(pieces)) if k not in valid for p in range(sizes[k])
+                    if not journal.piece_ready(k, p)]
+            tasks = [PieceTask(k, p, pieces[k][p], source, source_options, target, str(out)) for k, p in todo]
+            early = _EarlyShards(journal, sizes, valid, set(todo), target, str(out), label_sets)
+            runner.run(run_piece, tasks, f"reading {source}", lambda t: len(t.refs), follow=early)
+            rows, quarantine = _load_rows(journal, sizes, early.metas)
             _fill_folds(rows, src.default_label_set, fold_seed)
+            label_sets = _label_set_names(rows)
             stale = {k for k in valid if not _folds_match(out, journal, k, rows[k])}
+            stale |= {k for k, sets in early.written.items() if sets != label_sets}
+            valid |= set(early.written)
             if not stale:
                 break
-            valid -= stale  # its fold column is out of date: read its pieces again and rewrite it
+            valid -= stale  # its fold or label columns are out of date: read its pieces again and rewrite it
         return _finish(
-            out, journal, runner, pieces=[len(p) for p in pieces], rows=rows, quarantine=quarantine, valid=valid,
+            out, journal, runner, pieces=sizes, rows=rows, quarantine=quarantine, valid=valid,
             target=target, source=source, source_version=version, default_label_set=src.default_label_set,
         )
 
@@ -579,19 +607,61 @@ def _shard_valid(journal: Journal, shard: int, n_pieces: int) -> bool:
     return path.is_file() and shard_io.file_sha256(path) == entry["sha256"]
 
 
-def _load_rows(journal: Journal, pieces: list[int]) -> tuple[list[list[dict]], list[dict]]:
+def _load_rows(
+    journal: Journal, pieces: list[int], known: Mapping[tuple[int, int], dict] | None = None
+) -> tuple[list[list[dict]], list[dict]]:
+    """Every piece's rows and quarantine entries, per shard (`known`: pieces already in memory)."""
     rows: list[list[dict]] = []
     quarantine: list[dict] = []
     for k, n in enumerate(pieces):
         shard_rows = []
         for p in range(n):
-            meta = journal.piece_meta(k, p)
+            meta = (known or {}).get((k, p)) or journal.piece_meta(k, p)
             if meta is None:
                 raise DatasetError(f"{journal.piece_json(k, p)}: ingest journal entry is missing or corrupt")
             shard_rows += meta["rows"]
             quarantine += meta["quarantine"]
         rows.append(shard_rows)
     return rows, quarantine
+
+
+class _EarlyShards:
+    """Step 3 for a shard as soon as its pieces are read, while other pieces are still being read.
+
+    Only for shards whose rows all have source folds (computed folds need every row: step 2), and
+    with the label sets seen so far (or `label_sets`, when known): `ingest` rewrites a shard whose
+    label sets turn out different once every row is in (`written`).
+    """
+
+    def __init__(self, journal: Journal, sizes: list[int], skip: set[int], todo: set[tuple[int, int]],
+                 target: Target, out: str, label_sets: list[str] | None):
+        self.journal, self.sizes, self.target, self.out, self.label_sets = journal, sizes, target, out, label_sets
+        self.missing = {k: {p for p in range(n) if (k, p) in todo} for k, n in enumerate(sizes) if k not in skip}
+        self.metas: dict[tuple[int, int], dict] = {}
+        self.seen: set[str] = set()
+        self.written: dict[int, list[str]] = {}  # shard -> the label sets it was written with
+
+    def __call__(self, task: PieceTask, meta: dict) -> list[tuple[Callable[[Any], Any], Any]]:
+        k = task.shard
+        self.metas[(k, task.piece)] = meta
+        self.seen.update(name for r in meta["rows"] for name in r["labels"])
+        self.missing[k].discard(task.piece)
+        if self.missing[k]:
+            return []
+        for p in range(self.sizes[k]):  # pieces read by an earlier run
+            if (k, p) not in self.metas and (m := self.journal.piece_meta(k, p)) is not None:
+                self.metas[(k, p)] = m
+                self.seen.update(name for r in m["rows"] for name in r["labels"])
+        rows = [r for p in range(self.sizes[k]) for r in self.metas.get((k, p), {"rows": []})["rows"]]
+        if not rows or any(r["fold"] is None for r in rows):
+            return []
+        sets = self.label_sets if self.label_sets is not None else sorted(self.seen)
+        self.written[k] = sets
+        return [(run_shard, ShardTask(k, self.sizes[k], [_shard_row(r) for r in rows], sets, self.target, self.out))]
+
+
+def _label_set_names(rows: list[list[dict]]) -> list[str]:
+    return sorted({name for shard_rows in rows for r in shard_rows for name in r["labels"]})
 
 
 def _fill_folds(rows: list[list[dict]], label_set: str | None, seed: int) -> None:
@@ -641,7 +711,7 @@ def _finish(
     if not flat:
         first = "; ".join(f"{q['path']}: {q['reason']}" for q in quarantine[:3])
         raise DatasetError(f"{out}: none of {len(quarantine)} records could be ingested ({first})")
-    label_sets = sorted({name for r in flat for name in r["labels"]})
+    label_sets = _label_set_names(rows)
     tasks = [
         ShardTask(k, pieces[k], [_shard_row(r) for r in rows[k]], label_sets, target, str(out))
         for k in range(len(pieces)) if k not in valid

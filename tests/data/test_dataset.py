@@ -11,7 +11,9 @@ import pytest
 import wfdb
 
 from ecg_tune.data import ECGDataset, format_summary, ingest, open_dataset, write_dataset
+from ecg_tune.data import dataset as dataset_module
 from ecg_tune.data import shards as shard_io
+from ecg_tune.data.dataset import summarize
 from ecg_tune.data.leads import DEFAULT_ORDER
 from ecg_tune.data.record import RawRecord
 from ecg_tune.errors import DatasetError
@@ -94,6 +96,24 @@ def test_summary(ds):
     assert s["label_sets"]["all"]["classes"] == 57 and s["label_sets"]["superdiagnostic"]["labelled_records"] == 488
     text = format_summary(s)
     assert "500 in 1 shard(s)" in text and "all (default): 57 classes" in text and "9:81" in text
+
+
+def test_summarize_gives_the_opened_datasets_summary_without_loading_signals(ptbxl_dir, ds, tmp_path, monkeypatch):
+    assert summarize(ptbxl_dir) == ds.summary()
+    assert summarize(ptbxl_dir.as_uri()) == ds.summary()
+    from ecg_tune.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "syn", n_records=30, seed=1)
+    assert summarize(tmp_path / "syn") == open_dataset(tmp_path / "syn").summary()
+    monkeypatch.setattr(dataset_module, "_copy_signals", lambda *a: pytest.fail("signals were loaded"))
+    summarize(tmp_path / "syn")
+    # The shards are still checked against the manifest.
+    shard = tmp_path / "syn" / "shards" / "shard-00000.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"shard-00000.parquet: sha256 does not match"):
+        summarize(tmp_path / "syn")
 
 
 def test_file_uri(ptbxl_dir):

@@ -355,19 +355,23 @@ def test_killed_ingest_resumes(ptbxl_root, clean_run, tmp_path, monkeypatch):
     journal = out / ".ingest"
     pieces = {p.name: p.stat().st_mtime_ns for p in journal.glob("piece-*.json")}
     assert sorted(pieces) == [f"piece-0000{k}-000.json" for k in range(3)]
+    # A shard whose rows have their folds is written as soon as its pieces are read.
+    first = _stats(out)
+    assert sorted(first) == [f"shard-0000{k}.parquet" for k in range(3)]
 
-    def dies_writing_shard_2(task):
-        if task.shard == 2:
+    def dies_writing_shard_4(task):
+        if task.shard == 4:
             raise KeyboardInterrupt
         return real_shard(task)
 
     monkeypatch.setattr(ingest_module, "run_piece", real_piece)
-    monkeypatch.setattr(ingest_module, "run_shard", dies_writing_shard_2)
+    monkeypatch.setattr(ingest_module, "run_shard", dies_writing_shard_4)
     with pytest.raises(KeyboardInterrupt):
         ingest("ptbxl", ptbxl_root, out, records_per_shard=100, workers=1, progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in journal.glob("piece-*.json") if p.name in pieces} == pieces
     written = _stats(out)
-    assert sorted(written) == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert sorted(written) == [f"shard-0000{k}.parquet" for k in range(4)]
+    assert {k: written[k] for k in first} == first
     assert not (out / "manifest.json").exists()
 
     monkeypatch.setattr(ingest_module, "run_shard", real_shard)
@@ -376,6 +380,52 @@ def test_killed_ingest_resumes(ptbxl_root, clean_run, tmp_path, monkeypatch):
     assert {k: final[k] for k in written} == written  # finished shards untouched
     assert {k: v[2] for k, v in final.items()} == {k: v[2] for k, v in _stats(clean_run).items()}
     _no_leftovers(out)
+
+
+class LateLabelSetSource:
+    """Nine in-memory records with source folds; only the last three carry a second label set."""
+
+    name = "late-labels"
+    default_label_set = "all"
+
+    def list_records(self, root: Path) -> list:
+        from ecg_tune.data.sources import RecordRef
+
+        return [RecordRef(f"r{i}", f"mem://{i}", {"i": i}) for i in range(9)]
+
+    def read(self, ref) -> RawRecord:
+        i = ref.meta["i"]
+        labels = {"all": [f"c{i % 2}"], **({"late": ["x"]} if i >= 6 else {})}
+        signal = np.random.default_rng(i).normal(0, 0.5, (12, 300))
+        return RawRecord(ref.record_id, self.name, 100.0, signal, list(DEFAULT_ORDER), labels=labels,
+                         fold=i % 10 + 1, path=ref.path)
+
+    def version(self, root: Path) -> str:
+        return "1"
+
+    def origin_id(self, record: RawRecord) -> str:
+        return f"late:{record.record_id}"
+
+
+def test_a_shard_written_before_a_new_label_set_appeared_is_rewritten(tmp_path, monkeypatch):
+    from ecg_tune.data.sources import SOURCES
+
+    monkeypatch.setitem(SOURCES._entries, "late-labels", f"{__name__}:LateLabelSetSource")
+    written = []
+    real_shard = ingest_module.run_shard
+    monkeypatch.setattr(ingest_module, "run_shard", lambda task: written.append((task.shard, task.label_sets)) or real_shard(task))
+    manifest = ingest("late-labels", tmp_path, tmp_path / "out", records_per_shard=3, workers=1, progress=False)
+    # Shards 0 and 1 went out as soon as they were read, with the label sets seen so far; the last one
+    # brought "late", so they were read and written again with it.
+    assert written == [(0, ["all"]), (1, ["all"]), (2, ["all", "late"]), (0, ["all", "late"]), (1, ["all", "late"])]
+    assert sorted(manifest.label_sets) == ["all", "late"]
+    for entry in manifest.shards:
+        assert "label_late" in pq.read_schema(tmp_path / "out" / entry["file"]).names
+    _, df = _table(tmp_path / "out")
+    assert [list(v) for v in df.label_late] == [[]] * 6 + [["x"]] * 3
+    assert list(df.fold) == [i % 10 + 1 for i in range(9)]
+    assert not list((tmp_path / "out" / ".ingest").glob("piece-*.bin"))
+    _no_leftovers(tmp_path / "out")
 
 
 def test_changed_settings_start_over(ptbxl_root, tmp_path):

@@ -93,6 +93,37 @@ def test_scp_codes_are_parsed_safely():
             parse_scp_codes(bad)
 
 
+def _literal_keys(text: str):
+    """The reference reading: literal_eval with bare nan as None; the error type if it fails."""
+    import re
+
+    try:
+        value = ast.literal_eval(re.sub(r"\bnan\b", "None", text))
+    except (ValueError, SyntaxError) as e:
+        return type(e)
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return ValueError
+    return list(value)
+
+
+_KEY = st.text(st.sampled_from("AZaz09_/()-+. '\\\n\"x"), max_size=6)
+_VALUE = st.one_of(st.sampled_from(["100.0", "01", "00", "007.5", "01e3", "1.e2", "+.5", "\x0b1.0", "1.0\t", "0.0", "nan", "15.", ".5", "-1", "1e3", "inf", "None", "'x'", "1_0"]),
+                   st.floats(allow_nan=False, allow_infinity=False).map(repr))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_KEY, _VALUE), max_size=5), st.sampled_from([", ", ",", " , "]), st.booleans(),
+       st.sampled_from(["{", "{ ", "{\n"]))
+def test_scp_codes_fast_reading_agrees_with_literal_eval(items, sep, trailing, opening):
+    text = opening + sep.join(f"'{k}': {v}" for k, v in items) + ("," if trailing and items else "") + "}"
+    expected = _literal_keys(text)
+    if isinstance(expected, list):
+        assert parse_scp_codes(text) == expected
+    else:
+        with pytest.raises((ValueError, SyntaxError)):
+            parse_scp_codes(text)
+
+
 # ------------------------------------------------------------------------------------------------ CinC
 
 
