@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import sys
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,14 +41,13 @@ from ecg_tune.data.record import RawRecord
 from ecg_tune.data.resample import resample
 from ecg_tune.data.sources import RecordRef, Source, build_source
 from ecg_tune.data.sources.base import normalise_leads
+from ecg_tune.data.workers import Runner, default_workers
 from ecg_tune.errors import ConfigError, DatasetError, RecordError
 
 PIECE = 250  # records per work unit: small enough to spread 500 records over cores, big enough to amortise
 UNITS_PER_MV = 1000.0  # 1 µV per int16 step: ±32.767 mV range
 JOURNAL = ".ingest"
-MIN_PARALLEL_TASKS = 4  # below ~1000 records starting worker processes costs more than it saves
 _LABEL_SET = re.compile(r"^[A-Za-z0-9_]+$")
-Follow = Callable[[Any, Any], list[tuple[Callable[[Any], Any], Any]]]  # see _Runner.run
 
 
 @dataclass(frozen=True)
@@ -326,120 +321,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Running work units: inline or in a process pool, with a progress bar
-
-
-class _Runner:
-    def __init__(self, workers: int, progress: bool, preload_scipy: bool = True):
-        self.workers = workers
-        self.progress = progress
-        # Import scipy.signal before forking only when records will be resampled: the import costs
-        # 1-1.5 s of serial start-up, wasted on corpora already at the target rate.
-        self.preload_scipy = preload_scipy
-        self._pool: Executor | None = None
-
-    def __enter__(self) -> _Runner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-
-    def run(self, fn: Callable[[Any], Any], tasks: Sequence[Any], label: str, weight: Callable[[Any], int],
-            follow: Follow | None = None) -> list:
-        """`fn` over `tasks`; returns the results in the order they finish.
-
-        `follow(task, result)` may hand back more work, (function, task) pairs that run next, on the
-        same workers, ahead of the tasks still queued. Their results are dropped (they report through
-        the journal); their errors are raised.
-        """
-        if not tasks:
-            return []
-        # The pool is started before the progress bar: forking while its refresh thread runs could
-        # hand a worker a lock held by that thread.
-        parallel = self.workers > 1 and (len(tasks) >= MIN_PARALLEL_TASKS or self._pool is not None)
-        pool = self._start_pool(len(tasks)) if parallel and len(tasks) > 1 else None
-        jobs: deque[tuple[Callable[[Any], Any], Any, bool]] = deque((fn, t, True) for t in tasks)
-        outcomes = self._parallel(pool, jobs, follow) if pool else self._inline(jobs, follow)
-        results = []
-        with _progress_bar(self.progress) as bar:
-            job = bar.add_task(label, total=sum(weight(t) for t in tasks)) if bar else None
-            for task, result in outcomes:
-                results.append(result)
-                if bar:
-                    bar.advance(job, weight(task))
-        return results
-
-    def _start_pool(self, n_tasks: int) -> Executor:
-        if self._pool is None:
-            if self.preload_scipy:
-                import scipy.signal  # noqa: F401  (forked workers inherit it instead of each importing it, ~1-3 s)
-
-            self._pool = ProcessPoolExecutor(max_workers=min(self.workers, n_tasks))
-            self._pool.submit(os.getpid).result()  # starts every worker now
-        return self._pool
-
-    @staticmethod
-    def _inline(jobs: deque, follow: Follow | None) -> Iterator[tuple[Any, Any]]:
-        while jobs:
-            fn, task, main = jobs.popleft()
-            result = fn(task)
-            if main:
-                jobs.extendleft(reversed([(f, t, False) for f, t in follow(task, result)] if follow else []))
-                yield task, result
-
-    def _parallel(self, pool: Executor, jobs: deque, follow: Follow | None) -> Iterator[tuple[Any, Any]]:
-        pending: dict[Future, tuple[Any, bool]] = {}
-        # At most 2 tasks per worker in flight, so results (and the bar) flow as they finish.
-        while jobs or pending:
-            while jobs and len(pending) < 2 * self.workers:
-                fn, task, main = jobs.popleft()
-                pending[pool.submit(fn, task)] = (task, main)
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                task, main = pending.pop(future)
-                result = future.result()
-                if main:
-                    jobs.extendleft(reversed([(f, t, False) for f, t in follow(task, result)] if follow else []))
-                    yield task, result
-
-
-class _NoBar:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _progress_bar(enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=Console(file=sys.stderr),
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
 # Public entry points
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _check_settings(fs: float, records_per_shard: int, lead_order: Any) -> Target:
@@ -480,7 +362,7 @@ def ingest(
     layout = [refs[k : k + records_per_shard] for k in range(0, len(refs), records_per_shard)]
     pieces = [[chunk[p : p + PIECE] for p in range(0, len(chunk), PIECE)] for chunk in layout]
     sizes = [len(p) for p in pieces]
-    with _Runner(workers or _default_workers(), progress, preload_scipy=_resampling_likely(src, refs, target)) as runner:
+    with Runner(workers or default_workers(), progress, preload_scipy=_resampling_likely(src, refs, target)) as runner:
         valid = {k for k in range(len(pieces)) if _shard_valid(journal, k, len(pieces[k]))}
         label_sets = None  # known once every row has been read
         while True:
@@ -570,7 +452,7 @@ def write_dataset(
     sets = {name for shard_rows in rows for r in shard_rows for name in r["labels"]}
     default = default_label_set or ("all" if "all" in sets else min(sets, default=None))
     _fill_folds(rows, default, fold_seed)
-    with _Runner(1, progress=False) as runner:
+    with Runner(1, progress=False) as runner:
         manifest = _finish(
             out, journal, runner, pieces=n_pieces, rows=rows, quarantine=quarantine, valid=set(), target=target,
             source=source, source_version=source_version, default_label_set=default,
@@ -703,7 +585,7 @@ def _folds_match(out: Path, journal: Journal, shard: int, rows: list[dict]) -> b
 
 
 def _finish(
-    out: Path, journal: Journal, runner: _Runner, *, pieces: list[int], rows: list[list[dict]],
+    out: Path, journal: Journal, runner: Runner, *, pieces: list[int], rows: list[list[dict]],
     quarantine: list[dict], valid: set[int], target: Target, source: str, source_version: str,
     default_label_set: str | None,
 ) -> Manifest:
