@@ -32,6 +32,13 @@ test-slow: venv
 test-all: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The CPU benchmarks that take minutes, each printing its table (bench/README.md lists all of them).
+bench: venv
+	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_sampling.py --part speed
+	$(BIN)/python bench/bench_augment.py --threads 1
+	$(BIN)/python bench/bench_trainer.py --threads 1
+
 lint: venv
 	$(BIN)/ruff check ecg_tune tests bench
 
