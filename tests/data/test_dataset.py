@@ -131,6 +131,7 @@ def test_remote_dataset_is_copied_once_into_the_cache(ptbxl_dir, tmp_path, monke
     assert second.path == first.path and copied.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(second.store.data, first.store.data)
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+    assert summarize(ptbxl_dir.name, filesystem=remote) == first.summary()  # from the cached copy
 
 
 def test_corrupt_or_missing_shard_names_the_shard(ptbxl_dir, tmp_path):
