@@ -267,7 +267,7 @@ def summarize(path_or_uri: str | os.PathLike[str], *, filesystem: pafs.FileSyste
         return open_dataset(target, filesystem=remote).summary()
     path = Path(target)
     manifest, meta, lengths = _read_meta(path)
-    store_bytes = int(lengths.sum()) * len(manifest.lead_names) * 2 + 2 * lengths.nbytes  # + offsets, as SignalStore
+    store_bytes = SignalStore.nbytes_for(lengths, len(manifest.lead_names))
     return _summary(path, manifest, _records_frame(meta, manifest), lengths, store_bytes)
 
 

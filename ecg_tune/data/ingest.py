@@ -531,10 +531,12 @@ class _EarlyShards:
         if self.missing[k]:
             return []
         for p in range(self.sizes[k]):  # pieces read by an earlier run
-            if (k, p) not in self.metas and (m := self.journal.piece_meta(k, p)) is not None:
+            if (k, p) not in self.metas:
+                if (m := self.journal.piece_meta(k, p)) is None:
+                    return []  # gone meanwhile: the end of `ingest` reports it
                 self.metas[(k, p)] = m
                 self.seen.update(name for r in m["rows"] for name in r["labels"])
-        rows = [r for p in range(self.sizes[k]) for r in self.metas.get((k, p), {"rows": []})["rows"]]
+        rows = [r for p in range(self.sizes[k]) for r in self.metas[(k, p)]["rows"]]
         if not rows or any(r["fold"] is None for r in rows):
             return []
         sets = self.label_sets if self.label_sets is not None else sorted(self.seen)

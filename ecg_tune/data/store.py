@@ -42,6 +42,11 @@ class SignalStore:
     def nbytes(self) -> int:
         return int(self.data.nbytes + self.offsets.nbytes + self.lengths.nbytes)
 
+    @staticmethod
+    def nbytes_for(lengths: np.ndarray, n_leads: int) -> int:
+        """`nbytes` of a store holding records of these lengths back to back (as open_dataset builds it)."""
+        return int(np.sum(lengths, dtype=np.int64)) * n_leads * 2 + 2 * 8 * len(lengths)
+
     def signal(self, index: int) -> np.ndarray:
         """Record `index` as float32 (leads, time) in mV."""
         start = int(self.offsets[index])

@@ -75,7 +75,7 @@ class Runner:
             fn, task, main = jobs.popleft()
             result = fn(task)
             if main:
-                jobs.extendleft(reversed([(f, t, False) for f, t in follow(task, result)] if follow else []))
+                _queue_first(jobs, follow(task, result) if follow else [])
                 yield task, result
 
     def _parallel(self, pool: Executor, jobs: deque, follow: Follow | None) -> Iterator[tuple[Any, Any]]:
@@ -90,8 +90,13 @@ class Runner:
                 task, main = pending.pop(future)
                 result = future.result()
                 if main:
-                    jobs.extendleft(reversed([(f, t, False) for f, t in follow(task, result)] if follow else []))
+                    _queue_first(jobs, follow(task, result) if follow else [])
                     yield task, result
+
+
+def _queue_first(jobs: deque, more: list[tuple[Callable[[Any], Any], Any]]) -> None:
+    """Follow-up work goes ahead of the queued tasks, in its own order; its results are not yielded."""
+    jobs.extendleft(reversed([(fn, task, False) for fn, task in more]))
 
 
 class _NoBar:

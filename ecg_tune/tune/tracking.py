@@ -154,12 +154,18 @@ class MLflowTracking(Callback):
         self.sweep_name = sweep_name
         self.trial_runs: dict[str, str] = {}
         self._worker: _Retrying | None = None
+        self._attached: set[str] = set()  # trials whose run this process has set RUNNING (not pickled)
 
     # Ray pickles callbacks into the experiment state: never the thread or client.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_worker"] = None
+        state.pop("_attached", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._attached = set()  # a resumed driver attaches every run again
 
     def get_state(self) -> dict[str, Any]:
         return {"trial_runs": dict(self.trial_runs), "parent_run_id": self.parent_run_id}
@@ -179,10 +185,10 @@ class MLflowTracking(Callback):
         self.worker.submit(lambda c: c.update_run(parent, status="RUNNING"))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._attach(trial)
+        self._attach(trial, again=True)  # e.g. retried after an error that ended its run FAILED
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._attach(trial)
+        self._attach(trial, again=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self._attach(trial)
@@ -231,9 +237,15 @@ class MLflowTracking(Callback):
             log.warning("MLflow: some tracking operations are still pending after %.0f s", timeout_s)
         return ok
 
-    def _attach(self, trial: Any) -> str:
-        """The MLflow run of `trial`: known, found again by tag, or created (exactly one per trial)."""
+    def _attach(self, trial: Any, again: bool = False) -> str:
+        """The MLflow run of `trial`: known, found again by tag, or created (exactly one per trial).
+
+        The first time in this process (and with `again`), a known run is set RUNNING and gets the
+        params it lacks; later calls (every result) just return its id.
+        """
         trial_id = trial.trial_id
+        if trial_id in self._attached and not again:
+            return self.trial_runs[trial_id]
         config = unwrap(trial.config or {})
         params = params_of(_full_config(trial_config(config)))
         run_id = self.trial_runs.get(trial_id)
@@ -269,6 +281,7 @@ class MLflowTracking(Callback):
             run_id = _with_retries(lambda: client.create_run(self.experiment_id, tags=tags).info.run_id)
             self.worker.submit(lambda c, run_id=run_id: _log_params(c, run_id, params))
         self.trial_runs[trial_id] = run_id
+        self._attached.add(trial_id)
         return run_id
 
 

@@ -59,14 +59,9 @@ class SweepData:
         return self.datasets[path]
 
 
-def _newest_checkpoint(paths: list[Path], cfg: TrialConfig | None = None) -> Path | None:
+def _newest(ckpts: list[Checkpoint | None], cfg: TrialConfig | None = None) -> Checkpoint | None:
     """The valid checkpoint with the highest epoch (the first one on ties); with `cfg`, only those
     written under that config."""
-    best = _newest([_read(p) for p in paths], cfg)
-    return best.path if best is not None else None
-
-
-def _newest(ckpts: list[Checkpoint | None], cfg: TrialConfig | None) -> Checkpoint | None:
     best, best_epoch = None, -1
     for ckpt in ckpts:
         if ckpt is None or (cfg is not None and not _same_config(ckpt.header, cfg)):
@@ -98,11 +93,6 @@ def _choose(own: Path, ray: Checkpoint | None, cfg: TrialConfig, trial_id: str) 
     if ray is not None and ray.header.get(TRIAL_ID_KEY, trial_id) != trial_id:
         return ray  # PBT: continue the donor's weights, whatever our own folder holds
     return _newest([ray, _read(own)], cfg)
-
-
-def _choose_checkpoint(own: Path, ray_path: Path | None, cfg: TrialConfig, trial_id: str) -> Path | None:
-    chosen = _choose(own, _read(ray_path), cfg, trial_id)
-    return chosen.path if chosen is not None else None
 
 
 def _build_trainer(
@@ -220,8 +210,8 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
     for row in trainer.history:
         if ray_epoch < row.get("epoch", 0) and not (finished and row["epoch"] >= trainer.epoch):
             report = epoch_report(row, float(row.get("probe_auc", float("nan"))))
-            if row["epoch"] == trainer.epoch:
-                _report(trainer, own_ckpt, report)  # with the state that belongs to it (a scheduler may pause)
+            if row["epoch"] == trainer.epoch:  # with the checkpoint it belongs to (a scheduler may pause)
+                _hand_to_ray(own_ckpt, report)  # (the file we continue from: no need to save it again)
             else:
                 tune.report(report)
     if finished:
@@ -265,6 +255,10 @@ def _report(trainer: Trainer, own_ckpt: Path, report: dict[str, Any]) -> None:
     # Our own copy first: it is what a restarted trial resumes from after a driver crash. Ray's copy
     # is the same bytes (one serialisation and digest per epoch, not two).
     trainer.save(own_ckpt)
+    _hand_to_ray(own_ckpt, report)
+
+
+def _hand_to_ray(own_ckpt: Path, report: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="ecg-tune-ckpt-") as tmp:
         shutil.copyfile(own_ckpt, Path(tmp) / TRAINER_FILE)
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -273,9 +267,11 @@ def _report(trainer: Trainer, own_ckpt: Path, report: dict[str, Any]) -> None:
 def _node_id() -> str:
     import ray
 
+    if not ray.is_initialized():  # not inside Ray (a direct call): get_runtime_context would start it
+        return ""
     try:
         return ray.get_runtime_context().get_node_id()
-    except Exception:  # not inside Ray (a direct call in tests)
+    except Exception:
         return ""
 
 

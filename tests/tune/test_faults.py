@@ -306,33 +306,37 @@ def _tiny_trainer(**over: Any) -> Any:
     return Trainer.from_config(cfg, store, np.arange(8), lead_names=leads, device="cpu"), cfg
 
 
+def newest(paths: list[Path], cfg: Any = None) -> Path | None:
+    """The newest valid checkpoint file among `paths` (trainable._newest over the files read)."""
+    from ecg_tune.tune.trainable import _newest, _read
+
+    best = _newest([_read(p) for p in paths], cfg)
+    return best.path if best is not None else None
+
+
 def test_corrupt_trial_checkpoint_falls_back_to_the_other_copy(tmp_path: Path) -> None:
     """A trial resumes from the newest *valid* of its own last.ckpt and Ray's copy."""
-    from ecg_tune.tune.trainable import _newest_checkpoint
-
     trainer, _ = _tiny_trainer()
     trainer.fit(1)
     trainer.save(tmp_path / "ray.ckpt")
     trainer.fit(2)
     trainer.save(tmp_path / "own.ckpt")
-    assert _newest_checkpoint([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) == tmp_path / "own.ckpt"
+    assert newest([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) == tmp_path / "own.ckpt"
     data = (tmp_path / "own.ckpt").read_bytes()
     (tmp_path / "own.ckpt").write_bytes(data[: len(data) // 2])  # e.g. a disk that filled up under a copy
-    assert _newest_checkpoint([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) == tmp_path / "ray.ckpt"
+    assert newest([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) == tmp_path / "ray.ckpt"
     (tmp_path / "ray.ckpt").write_bytes(b"garbage")
-    assert _newest_checkpoint([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) is None  # start over, never crash
+    assert newest([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"]) is None  # start over, never crash
 
 
 def test_a_checkpoint_of_another_config_in_the_trial_folder_is_not_resumed(tmp_path: Path) -> None:
-    from ecg_tune.tune.trainable import _newest_checkpoint
-
     ours, cfg = _tiny_trainer(**{"optim.lr": 1e-3})
     ours.fit(1)
     ours.save(tmp_path / "ray.ckpt")
     other, _ = _tiny_trainer(**{"optim.lr": 1e-2})  # e.g. a trial folder reused by another config
     other.fit(2)
     other.save(tmp_path / "own.ckpt")
-    assert _newest_checkpoint([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"], cfg) == tmp_path / "ray.ckpt"
+    assert newest([tmp_path / "own.ckpt", tmp_path / "ray.ckpt"], cfg) == tmp_path / "ray.ckpt"
 
 
 # ================================================================================================ trial worker killed

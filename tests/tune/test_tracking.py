@@ -95,6 +95,28 @@ def test_resume_reuses_the_trials_run(tmp_path: Path) -> None:
     assert steps == [1, 2]
 
 
+def test_results_do_not_reattach_the_run(tmp_path: Path, monkeypatch) -> None:
+    # Setting RUNNING and checking params is for a trial's (re)start, not for every epoch.
+    client, cb, exp = make(tmp_path)
+    t = FakeTrial("t1", {"seed": 0})
+    cb.on_trial_start(0, [], t)
+    cb.flush()
+    calls = []
+    real_get_run = MlflowClient.get_run
+    monkeypatch.setattr(MlflowClient, "get_run", lambda self, run_id: calls.append(run_id) or real_get_run(self, run_id))
+    for epoch in (1, 2, 3):
+        cb.on_trial_result(0, [], t, {"epoch": epoch, "probe_auc": 0.5})
+    cb.flush()
+    assert calls == []
+    cb.on_trial_restore(0, [], t)  # a retry after an error: the run is set RUNNING again
+    again = pickle.loads(pickle.dumps(cb))  # a resumed driver attaches again on its first call
+    again.on_trial_result(0, [], t, {"epoch": 4, "probe_auc": 0.6})
+    cb.flush()
+    again.flush()
+    assert len(calls) == 2
+    assert client.get_run(cb.trial_runs["t1"]).info.status == "RUNNING"
+
+
 def test_a_run_left_without_params_by_a_driver_crash_gets_them_on_resume(tmp_path: Path) -> None:
     # The run is created at once, its params are logged in the background: a driver killed in
     # between leaves a run with tags and no params, which `resume` finds again (seen in the chaos

@@ -13,7 +13,7 @@ import torch
 from ecg_tune.config import TrialConfig
 from ecg_tune.data.store import SignalStore
 from ecg_tune.ssl.train import Trainer
-from ecg_tune.tune.trainable import TRIAL_ID_KEY, _build_trainer, _choose_checkpoint
+from ecg_tune.tune.trainable import TRIAL_ID_KEY, _build_trainer, _choose, _read
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -41,6 +41,12 @@ def trained(pool: Any, cfg: TrialConfig, epochs: int, path: Path, trial_id: str)
     return trainer
 
 
+def choose(own: Path, ray: Path | None, cfg: TrialConfig, trial_id: str) -> Path | None:
+    """The file a (re)started trial continues from (what train_trial does with Ray's and its own)."""
+    chosen = _choose(own, _read(ray), cfg, trial_id)
+    return chosen.path if chosen is not None else None
+
+
 def lrs(trainer: Trainer) -> list[float]:
     return [g["lr"] for g in trainer.optimizer.param_groups]
 
@@ -49,20 +55,20 @@ def test_own_checkpoint_of_the_same_config_wins_when_newer(tmp_path: Path, pool:
     cfg = config()
     trained(pool, cfg, 1, tmp_path / "ray.ckpt", "a")
     trained(pool, cfg, 2, tmp_path / "own.ckpt", "a")
-    assert _choose_checkpoint(tmp_path / "own.ckpt", tmp_path / "ray.ckpt", cfg, "a") == tmp_path / "own.ckpt"
-    assert _choose_checkpoint(tmp_path / "missing.ckpt", None, cfg, "a") is None
+    assert choose(tmp_path / "own.ckpt", tmp_path / "ray.ckpt", cfg, "a") == tmp_path / "own.ckpt"
+    assert choose(tmp_path / "missing.ckpt", None, cfg, "a") is None
 
 
 def test_a_folder_left_by_another_config_is_not_resumed(tmp_path: Path, pool: Any) -> None:
     trained(pool, config(**{"optim.lr": 1e-2}), 2, tmp_path / "own.ckpt", "a")
-    assert _choose_checkpoint(tmp_path / "own.ckpt", None, config(), "a") is None
+    assert choose(tmp_path / "own.ckpt", None, config(), "a") is None
 
 
 def test_pbt_donor_checkpoint_wins_and_continues_under_the_mutated_config(tmp_path: Path, pool: Any) -> None:
     donor = trained(pool, config(), 1, tmp_path / "donor.ckpt", "b")
     trained(pool, config(**{"optim.lr": 5e-3}), 3, tmp_path / "own.ckpt", "a")  # newer, but ours
     mutated = config(**{"optim.lr": 5e-3, "optim.weight_decay": 0.02})
-    chosen = _choose_checkpoint(tmp_path / "own.ckpt", tmp_path / "donor.ckpt", mutated, "a")
+    chosen = choose(tmp_path / "own.ckpt", tmp_path / "donor.ckpt", mutated, "a")
     assert chosen == tmp_path / "donor.ckpt"
 
     child = _build_trainer(mutated, pool, torch.device("cpu"), chosen)
