@@ -33,6 +33,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from ecg_tune.data import ingest
     from ecg_tune.data.dataset import format_summary, summarize
 
+    _show_warnings(args.command)
     options: dict[str, Any] = {}
     if args.label_csv:
         options["label_csv"] = args.label_csv
@@ -42,6 +43,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
            records_per_shard=args.records_per_shard, progress=True, **options)
     print(format_summary(summarize(args.out)))
     return 0
+
+
+def _show_warnings(command: str) -> None:
+    """Print the data layer's warnings (0 labelled records, upsampling) as `ecg-tune CMD: warning: ...`."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"ecg-tune {command}: warning: %(message)s"))
+    logger = logging.getLogger("ecg_tune.data")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

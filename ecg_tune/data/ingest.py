@@ -35,7 +35,10 @@ import pyarrow.parquet as pq
 
 from ecg_tune.data import shards as shard_io
 from ecg_tune.data.folds import assign_folds
+from ecg_tune.data.ingest_report import warn_about
+from ecg_tune.data.journal import JOURNAL, Journal
 from ecg_tune.data.leads import lead_order as resolve_lead_order
+from ecg_tune.data.lock import claim_output
 from ecg_tune.data.manifest import FORMAT_VERSION, MANIFEST, Manifest, label_set_summary, normalization
 from ecg_tune.data.record import RawRecord
 from ecg_tune.data.resample import resample
@@ -46,7 +49,6 @@ from ecg_tune.errors import ConfigError, DatasetError, RecordError
 
 PIECE = 250  # records per work unit: small enough to spread 500 records over cores, big enough to amortise
 UNITS_PER_MV = 1000.0  # 1 µV per int16 step: ±32.767 mV range
-JOURNAL = ".ingest"
 _LABEL_SET = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -122,6 +124,7 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
         "origin_id": origin_id,
         "patient_id": None if record.patient_id in (None, "") else str(record.patient_id),
         "fs": float(target.fs),
+        "source_fs": fs,  # journal only (not a shard column): `ingest_report` warns about upsampling
         "n_samples": int(data.shape[0]),
         "signal_hash": hashlib.sha256(data).hexdigest(),  # C-contiguous: hashed without a copy
         "fold": None if record.fold is None else int(record.fold),
@@ -172,66 +175,6 @@ def _labels(labels: Mapping[str, Sequence[str]], path: str) -> dict[str, list[st
             raise RecordError(path, f"label set name {name!r} must be letters, digits and _")
         out[name] = sorted({str(c) for c in codes})
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# Journal
-
-
-class Journal:
-    """The `.ingest/` folder: settings, finished pieces (data + rows) and finished shards (sha256)."""
-
-    def __init__(self, out: Path):
-        self.out = Path(out)
-        self.dir = self.out / JOURNAL
-
-    @classmethod
-    def start(cls, out: Path, settings: dict[str, Any], resume: bool = True) -> Journal:
-        """The journal of `out`, emptied first unless it was written with exactly these settings."""
-        journal = cls(out)
-        settings_file = journal.dir / "settings.json"
-        text = json.dumps(settings, sort_keys=True, indent=1, default=str)
-        if not resume or not settings_file.is_file() or settings_file.read_text() != text:
-            shutil.rmtree(journal.dir, ignore_errors=True)
-            journal.dir.mkdir(parents=True)
-            shard_io.atomic_write(settings_file, text.encode())
-        return journal
-
-    def piece_json(self, shard: int, piece: int) -> Path:
-        return self.dir / f"piece-{shard:05d}-{piece:03d}.json"
-
-    def piece_bin(self, shard: int, piece: int) -> Path:
-        return self.dir / f"piece-{shard:05d}-{piece:03d}.bin"
-
-    def shard_json(self, shard: int) -> Path:
-        return self.dir / f"shard-{shard:05d}.json"
-
-    def save_piece(self, shard: int, piece: int, rows: list, data: np.ndarray, quarantine: list) -> None:
-        payload = np.ascontiguousarray(data, dtype="<i2").tobytes()
-        shard_io.atomic_write(self.piece_bin(shard, piece), payload)
-        meta = {"rows": rows, "quarantine": quarantine, "bytes": len(payload)}
-        shard_io.atomic_write(self.piece_json(shard, piece), json.dumps(meta).encode())  # written last: "done"
-
-    def piece_meta(self, shard: int, piece: int) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.piece_json(shard, piece).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-
-    def piece_ready(self, shard: int, piece: int) -> bool:
-        """Rows and data both present (what writing the shard needs)."""
-        meta = self.piece_meta(shard, piece)
-        data = self.piece_bin(shard, piece)
-        return meta is not None and data.is_file() and data.stat().st_size == meta["bytes"]
-
-    def piece_data(self, shard: int, piece: int, n_leads: int) -> np.ndarray:
-        return np.fromfile(self.piece_bin(shard, piece), dtype="<i2").reshape(-1, n_leads)
-
-    def shard_entry(self, shard: int) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.shard_json(shard).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -357,6 +300,16 @@ def ingest(
         "units_per_mv": target.units_per_mv, "records_per_shard": records_per_shard, "piece": PIECE,
         "fold_seed": fold_seed, "records": hashlib.sha256("\n".join(r.record_id for r in refs).encode()).hexdigest(),
     }
+    with claim_output(out, source, settings["root"]):
+        manifest, rows = _ingest_claimed(out, src, source, source_options, refs, settings, target, workers, progress)
+    warn_about(manifest, rows, target, out)
+    return manifest
+
+
+def _ingest_claimed(out: Path, src: Source, source: str, source_options: dict[str, Any], refs: list[RecordRef],
+                    settings: dict[str, Any], target: Target, workers: int | None,
+                    progress: bool) -> tuple[Manifest, list[list[dict]]]:
+    fold_seed, version, records_per_shard = settings["fold_seed"], settings["source_version"], settings["records_per_shard"]
     journal = Journal.start(out, settings)
     _remove_stale_temp_files(out)
     layout = [refs[k : k + records_per_shard] for k in range(0, len(refs), records_per_shard)]
@@ -383,7 +336,7 @@ def ingest(
         return _finish(
             out, journal, runner, pieces=sizes, rows=rows, quarantine=quarantine, valid=valid,
             target=target, source=source, source_version=version, default_label_set=src.default_label_set,
-        )
+        ), rows
 
 
 def _resampling_likely(src: Source, refs: Sequence[RecordRef], target: Target) -> bool:
@@ -417,6 +370,13 @@ def write_dataset(
     """
     target = _check_settings(fs, records_per_shard, lead_order)
     out = Path(out)
+    with claim_output(out, source):
+        return _write_claimed(records, out, target, source, source_version, records_per_shard, fold_seed,
+                              default_label_set)
+
+
+def _write_claimed(records: Iterable[RawRecord], out: Path, target: Target, source: str, source_version: str,
+                   records_per_shard: int, fold_seed: int, default_label_set: str | None) -> Manifest:
     journal = Journal.start(out, {"write_dataset": source}, resume=False)
     _remove_stale_temp_files(out)
     sizes = [min(PIECE, records_per_shard - s) for s in range(0, records_per_shard, PIECE)]  # pieces of a shard
@@ -634,7 +594,7 @@ def _finish(
 
 
 def _shard_row(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in ("sum", "sumsq", "clipped", "flat", "notes")}
+    return {k: v for k, v in row.items() if k not in ("sum", "sumsq", "clipped", "flat", "notes", "source_fs")}
 
 
 _TEMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")  # shards.atomic_write's `.<name>.<pid>.tmp`
