@@ -10,7 +10,6 @@ package version) is stored as the model's metadata.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,28 @@ import torch
 
 from ecg_tune.ssl.checkpoint import load_checkpoint
 from ecg_tune.ssl.embed import Embedder, script_embedder
+from ecg_tune.tune.best import RULE, Candidate, best, candidates_from_rows
+
+log = logging.getLogger(__name__)
 
 
-def best_trial_encoder(sweep_dir: str, board: Any, metric: str) -> tuple[str, Path] | None:
+def best_trial_encoder(sweep_dir: str, board: Any, metric: str, mode: str = "max") -> tuple[Candidate, Path] | None:
+    """The best trial by `best.py`'s rule (the one the leaderboard marks) and its exported encoder.
+
+    Never another trial: when the best one has no encoder checkpoint (e.g. no trial reached the full
+    budget and the best one was stopped before its export), nothing is registered and a warning says why.
+    """
     if board is None or board.empty or metric not in board.columns:
         return None
-    for _, row in board.iterrows():
-        value = row[metric]
-        if value is None or (isinstance(value, float) and math.isnan(value)) or row.get("failure"):
-            continue
-        path = Path(sweep_dir) / "trials" / str(row["trial_id"]) / "artifacts" / "encoder.ckpt"
-        if path.is_file():
-            return str(row["trial_id"]), path
-    return None
+    chosen = best(candidates_from_rows(board.to_dict("records"), metric), mode, metric)
+    if chosen is None:
+        return None
+    path = Path(sweep_dir) / "trials" / chosen.trial_id / "artifacts" / "encoder.ckpt"
+    if not path.is_file():
+        log.warning("best trial %s (%s epochs%s) has no exported encoder at %s: nothing registered",
+                    chosen.trial_id, chosen.epochs, "" if chosen.full_budget else ", stopped early", path)
+        return None
+    return chosen, path
 
 
 def build_embedder(checkpoint_path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
@@ -52,14 +60,17 @@ def register_best(client: Any, settings: Any, spec: Any, board: Any) -> str | No
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
 
-    found = best_trial_encoder(settings.sweep_dir, board, spec.objective.metric)
+    found = best_trial_encoder(settings.sweep_dir, board, spec.objective.metric, spec.objective.mode)
     if found is None:
         return None
-    trial_id, path = found
+    chosen, path = found
+    trial_id = chosen.trial_id
     scripted, header = build_embedder(path)
     pre = header["preprocessing"]
     metadata = {
         "trial_id": trial_id,
+        "objective": spec.objective.metric, "objective_value": chosen.value, "epochs": chosen.epochs,
+        "full_budget": chosen.full_budget, "selection": RULE,
         "method": header.get("method", {}).get("name"),
         "encoder": header.get("encoder", {}).get("name"),
         "fs": pre["fs"], "window": pre["window"], "lead_names": list(pre["lead_names"]),
@@ -78,6 +89,6 @@ def register_best(client: Any, settings: Any, spec: Any, board: Any) -> str | No
             input_example=example, serialization_format="pickle", metadata=metadata,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "mlflow"],
         )
-        mlflow.set_tag("ecg_tune.best_trial", trial_id)
+        mlflow.set_tags({"ecg_tune.best_trial": trial_id, "ecg_tune.best_rule": RULE})
     version = getattr(info, "registered_model_version", None)
     return f"models:/{spec.name}-encoder/{version}" if version else info.model_uri

@@ -4,7 +4,8 @@ MLflow is the source of truth (the sweep folder is only used to find its setting
 so a report can be built for a sweep on a remote tracking server from its name alone. Outputs, in
 `<sweep_dir>/report/` by default, all also logged to the sweep's parent run under `report/`:
 
-- `leaderboard.csv`: every trial, ranked by the objective; varying params, final protocol metrics.
+- `leaderboard.csv`: every trial, ranked by `best.py`'s rule (full-budget trials by objective, then
+  early-stopped ones), the best trial marked; varying params, final protocol metrics.
 - `ablation.csv` (ablation sweeps): per cell and metric, mean ± 95% CI and the Welch difference to
   the baseline cell.
 - `paper_table.csv`: method × {linear, finetune} test macro AUC with CIs next to the published values.
@@ -30,6 +31,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from ecg_tune.tune.best import RULE
 from ecg_tune.tune.report_data import SweepRecord, open_sweep
 from ecg_tune.tune.report_html import (
     LEADERBOARD_ROWS,
@@ -153,7 +155,9 @@ def _leaderboard_intro(rec: SweepRecord) -> str:
     done = sum(t.complete for t in rec.trials)
     states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return (f"<p>{len(rec.trials)} trials ({states}; {done} trained the full budget). Objective: "
-            f"{rec.mode} <code>{rec.objective}</code> (final value). Params shown are those that vary.</p>")
+            f"{rec.mode} <code>{rec.objective}</code> (final value). Params shown are those that vary. "
+            f"★ marks the best trial, the one the registry registers and the report's other sections use: "
+            f"{RULE}. Epochs marked (stopped): stopped early by the scheduler.</p>")
 
 
 def _plots(rec: SweepRecord, out: Path, sections: list[Section]) -> list[Path]:
@@ -193,9 +197,11 @@ def _meta(rec: SweepRecord) -> list[tuple[str, str]]:
 
 def _summary(rec: SweepRecord, board: pd.DataFrame, out: Path) -> dict[str, Any]:
     best = None
-    if not board.empty and board["rank"].notna().any():
-        top = board.loc[board["rank"] == 1].iloc[0]
-        best = {"trial_id": str(top["trial_id"]), rec.objective: float(top[rec.objective])}
+    if not board.empty and "best" in board.columns and board["best"].astype(bool).any():
+        top = board.loc[board["best"].astype(bool)].iloc[0]
+        best = {"trial_id": str(top["trial_id"]), rec.objective: float(top[rec.objective]),
+                "epochs": None if pd.isna(top["epochs"]) else float(top["epochs"]),
+                "budget_complete": bool(top["budget_complete"]), "rule": RULE}
     return {
         "sweep": rec.name, "objective": rec.objective, "mode": rec.mode, "tracking_uri": rec.tracking_uri,
         "parent_run_id": rec.parent_run_id, "trials": len(rec.trials),
@@ -210,7 +216,7 @@ def _print(rec: SweepRecord, board: pd.DataFrame, ablation: pd.DataFrame, paper:
     if board.empty:
         console.print(f"[bold]{rec.name}[/]: no trials yet")
     else:
-        fixed = ["rank", "trial_id", "cell", "state", "epochs", rec.objective]
+        fixed = ["rank", "best", "trial_id", "cell", "state", "epochs", rec.objective]
         finals = [c for c in board.columns if c.endswith(".test_auc") and c != rec.objective]
         others = [c for c in board.columns if c not in fixed and c not in finals and c not in ("budget_complete", "failure")]
         params = [c for c in others if not c.endswith(("_auc", "_ci_low", "_ci_high"))][:TERMINAL_PARAMS]

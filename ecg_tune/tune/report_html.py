@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from ecg_tune.tune.leaderboard import BEST_MARK
 from ecg_tune.tune.report_tables import x_order
 
 LEADERBOARD_ROWS = 200  # the page shows this many; leaderboard.csv has every trial
@@ -63,13 +64,19 @@ def with_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
 
 
 def leaderboard_display(board: pd.DataFrame) -> pd.DataFrame:
-    """Whole numbers for rank and epochs, yes/no for the budget flag, blanks for missing values."""
+    """Whole numbers for rank and epochs (early-stopped trials marked), yes/no for the budget flag, ★ on
+    the best trial, blanks for missing values."""
     out = board.copy()
     for col in ("rank", "epochs"):
         if col in out.columns:
             out[col] = ["" if pd.isna(v) else str(int(v)) for v in out[col]]
     if "budget_complete" in out.columns:
+        if "state" in out.columns and "epochs" in out.columns:  # stopped early by the scheduler: say so
+            out["epochs"] = [f"{e} (stopped)" if e and s == "finished" and not bool(c) else e
+                             for e, s, c in zip(out["epochs"], out["state"], out["budget_complete"])]
         out["budget_complete"] = [fmt(bool(v)) for v in out["budget_complete"]]
+    if "best" in out.columns:
+        out["best"] = [BEST_MARK if not pd.isna(v) and bool(v) else "" for v in out["best"]]
     if "failure" in out.columns:  # a traceback tail can be 5000 characters; the CSV keeps all of it
         out["failure"] = [v if not isinstance(v, str) or len(v) <= FAILURE_CHARS else v[:FAILURE_CHARS] + "…" for v in out["failure"]]
     return out

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from ecg_tune.tune.best import Candidate, best, is_test_metric
+from ecg_tune.tune.leaderboard import rank_board
 from ecg_tune.tune.report_data import CURVES, PROTOCOLS, SweepRecord, Trial
 from ecg_tune.tune.report_stats import Summary, summarize, welch
 
@@ -44,14 +46,15 @@ def final_metric_keys(trials: list[Trial], keys: tuple[str, ...] = FINAL_KEYS) -
 
 
 def leaderboard(rec: SweepRecord) -> pd.DataFrame:
-    """Every trial: finished ones ranked by the objective, then running and failed ones."""
+    """Every trial, ranked by `best.py`'s rule (the `best` column marks the best trial); then running
+    and failed ones, unranked."""
     obj = rec.objective
     varying = varying_params(rec.trials)
     finals = final_metric_keys(rec.trials)
     with_cells = any(t.cell for t in rec.trials)
     rows = []
     for t in rec.trials:
-        row: dict[str, Any] = {"rank": None, "trial_id": t.trial_id}
+        row: dict[str, Any] = {"trial_id": t.trial_id}
         if with_cells:
             row["cell"] = t.cell or ""
         row.update({"state": t.state, "epochs": t.value("epoch"), "budget_complete": t.complete, obj: t.value(obj)})
@@ -61,16 +64,26 @@ def leaderboard(rec: SweepRecord) -> pd.DataFrame:
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["rank", "trial_id", "state", "epochs", "budget_complete", obj, "failure"])
-    # Finished trials with a value first, best first; then running, stopped and failed ones, unranked.
-    ranked = (df["state"] == "finished") & df[obj].notna()
-    sign = -1.0 if rec.mode == "max" else 1.0
-    df = df.assign(_unranked=~ranked, _key=sign * df[obj].astype(float))
-    df = df.sort_values(["_unranked", "_key"], kind="stable", na_position="last").drop(columns=["_unranked", "_key"])
-    df = df.reset_index(drop=True)
-    n = int(ranked.sum())
-    df["rank"] = pd.array([*range(1, n + 1), *[None] * (len(df) - n)], dtype="Int64")
-    return df
+        return pd.DataFrame(columns=["rank", "best", "trial_id", "state", "epochs", "budget_complete", obj, "failure"])
+    # best.py's rule: full-budget trials by objective, then early-stopped ones (most epochs first);
+    # running and failed trials unranked at the bottom.
+    ranked_df = rank_board(df, obj, rec.mode)
+    if is_test_metric(obj):
+        ranked_df["best"] = False
+        rec.notes.append(f"the objective {obj} is a test-fold metric: no trial is called best (selection must use fold 9)")
+    return ranked_df
+
+
+def trial_candidate(rec: SweepRecord, t: Trial) -> Candidate:
+    return Candidate(t.trial_id, t.value(rec.objective), t.value("epoch"), t.complete, t.state == "finished")
+
+
+def best_trial(rec: SweepRecord) -> Trial | None:
+    """The sweep's best trial by `best.py`'s rule (None for a test-fold objective or no eligible trial)."""
+    if is_test_metric(rec.objective):
+        return None
+    chosen = best([trial_candidate(rec, t) for t in rec.trials], rec.mode)
+    return next((t for t in rec.trials if chosen is not None and t.trial_id == chosen.trial_id), None)
 
 
 # ---------------------------------------------------------------- groups (cells or single trials)

@@ -13,14 +13,14 @@ import logging
 import os
 import platform
 import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import ecg_tune
 from ecg_tune.errors import ConfigError, EcgTuneError
-from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec, pbt_mutations, unwrap
+from ecg_tune.tune.leaderboard import leaderboard, print_leaderboard  # noqa: F401 (print_leaderboard: re-exported)
+from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec, pbt_mutations
 
 log = logging.getLogger(__name__)
 
@@ -486,72 +486,3 @@ def _finish(spec: SweepSpec, settings: SweepSettings, grid: Any) -> SweepResult:
         log.warning("could not log the leaderboard: %s", exc)
     return SweepResult(settings, board, errors, model_uri, spec.objective.metric)
 
-
-def leaderboard(grid: Any, spec: SweepSpec) -> Any:
-    """Trials sorted by the objective, with the config keys that differ between trials."""
-    import pandas as pd
-
-    rows = []
-    for result in grid:
-        cfg = {k: v for k, v in unwrap(result.config or {}).items() if "?" not in k}
-        metrics = result.metrics or {}
-        row = {"trial_id": metrics.get("trial_id", ""), "epochs": metrics.get("epoch"),
-               spec.objective.metric: metrics.get(spec.objective.metric)}
-        row.update({k: v for k, v in metrics.items() if isinstance(k, str) and "." in k and isinstance(v, int | float)})
-        row["failure"] = metrics.get("failure_reason") or ("error" if result.error else "")
-        row.update({f"config:{k}": v for k, v in cfg.items()})
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    cfg_cols = [c for c in df.columns if c.startswith("config:")]
-    varying = [c for c in cfg_cols if df[c].astype(str).nunique() > 1]
-    df = df.drop(columns=[c for c in cfg_cols if c not in varying])
-    df = df.rename(columns={c: c.removeprefix("config:") for c in varying})
-    ascending = spec.objective.mode == "min"
-    return df.sort_values(spec.objective.metric, ascending=ascending, na_position="last").reset_index(drop=True)
-
-
-def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = None) -> None:
-    """Rank, objective, final test AUCs with their CIs, then the config keys that varied (named by their
-    last part where that is unambiguous: `optim.lr` → `lr`)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    out = Console(file=file or sys.stdout)
-    # Not a terminal (CI logs, pipes): rich would assume 80 columns and fold every cell.
-    console = Console(file=file or sys.stdout, width=out.width if out.is_terminal else 160)
-    if board.empty:
-        console.print("no trials finished")
-        return
-    protocols = sorted({c.rsplit(".", 1)[0] for c in board.columns if c.endswith(".test_auc") and c.count(".") == 1})
-    fixed_cols = {"trial_id", "epochs", metric, "failure"}
-    params = [c for c in board.columns if c not in fixed_cols and not any(c.startswith(p + ".") for p in protocols)
-              and not c.startswith(("label-efficiency.", "noise.", "config."))][:6]
-    last = [c.removesuffix(".name").rsplit(".", 1)[-1] for c in params]  # method.name -> method
-    names = [short if last.count(short) == 1 else full for full, short in zip(params, last, strict=True)]
-    table = Table(title=f"leaderboard (by {metric})")
-    for col in ["#", "trial", "epochs", metric]:
-        table.add_column(col, no_wrap=True)
-    for p in protocols:
-        table.add_column(f"{p} test AUC [95% CI]", no_wrap=True)
-    for name in names:
-        table.add_column(name, overflow="fold")
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if v != v else (f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.4f}".rstrip("0").rstrip("."))
-        return "" if v is None else str(v).replace(",", ", ")  # lets a subset wrap between its members
-
-    for i, (_, row) in enumerate(board.head(top).iterrows(), 1):
-        cells = [str(i), str(row["trial_id"]), fmt(row.get("epochs")), fmt(row.get(metric))]
-        for p in protocols:
-            auc, lo, hi = row.get(f"{p}.test_auc"), row.get(f"{p}.test_ci_low"), row.get(f"{p}.test_ci_high")
-            ci = f" [{lo:.3f}, {hi:.3f}]" if isinstance(lo, float) and isinstance(hi, float) and lo == lo and hi == hi else ""
-            cells.append("" if auc is None or auc != auc else f"{auc:.3f}{ci}")
-        cells += [fmt(row[c]) for c in params]
-        failure = row.get("failure")
-        if isinstance(failure, str) and failure:
-            cells[1] += f" ({failure[:40]})"
-        table.add_row(*cells)
-    console.print(table)

@@ -146,7 +146,8 @@ def search_trials(rng: np.random.Generator) -> list[FakeTrial]:
         if i < 2:
             with_curves(t, rng)
         trials.append(t)
-    stopped = FakeTrial("t5", {**fixed, **configs[0], "optim.lr": 0.009}, "finished", "FINISHED", 2, [0.55, 0.56])
+    # ASHA-stopped after 2 epochs with a probe above every full-budget trial: never ranked above them
+    stopped = FakeTrial("t5", {**fixed, **configs[0], "optim.lr": 0.009}, "finished", "FINISHED", 2, [0.95, 0.97])
     diverged = FakeTrial("t6", {**fixed, **configs[1], "optim.lr": 0.01}, "diverged", "FAILED", 2, [0.5, 0.0],
                          failure="TrainingDiverged: loss is nan at epoch 2")
     error = FakeTrial("t7", {**fixed, **configs[2]}, "error", "FAILED", 0, failure="Traceback: CUDA out of memory")
@@ -287,7 +288,16 @@ def test_leaderboard_objective_values_and_order_equal_mlflow(search: Built) -> N
     ranked = board[board["rank"].notna()]
     assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
     assert set(ranked["trial_id"]) == {"t0", "t1", "t2", "t3", "t4", "t5"}
-    assert list(ranked["probe_auc"]) == sorted(ranked["probe_auc"], reverse=True)
+    # Full-budget trials first by objective, then the ASHA-stopped t5 although its probe is the highest.
+    full = ranked[ranked["budget_complete"]]
+    assert list(ranked["trial_id"])[-1] == "t5" and len(full) == 5
+    assert runs["t5"].data.metrics["probe_auc"] > max(full["probe_auc"])
+    assert list(full["probe_auc"]) == sorted(full["probe_auc"], reverse=True)
+    best_id = max(("t0", "t1", "t2", "t3", "t4"), key=lambda t: runs[t].data.metrics["probe_auc"])
+    assert list(board.loc[board["best"], "trial_id"]) == [best_id] == [ranked["trial_id"].iloc[0]]
+    summary = json.loads((search.out / "summary.json").read_text())
+    assert summary["best"]["trial_id"] == best_id and summary["best"]["budget_complete"] is True
+    assert summary["best"]["epochs"] == 4
     unranked = board[board["rank"].isna()]
     assert set(unranked["trial_id"]) == {"t6", "t7", "t8"}
     states = dict(zip(board["trial_id"], board["state"]))
@@ -315,6 +325,13 @@ def test_terminal_table_is_printed(search: Built) -> None:
     best = search.csv("leaderboard.csv").iloc[0]
     assert best["trial_id"] in search.terminal
     assert f"{best['probe_auc']:.4f}" in search.terminal
+    line = next(line for line in search.terminal.splitlines() if " t5 " in line)
+    assert "2 (stopped)" in line
+
+
+def test_html_marks_the_best_trial_and_stopped_epochs(search: Built) -> None:
+    text = search.index.read_text()
+    assert "2 (stopped)" in text and "<td>★</td>" in text and "full epoch budget" in text
 
 
 # ---------------------------------------------------------------- ablation
