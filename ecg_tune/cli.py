@@ -87,11 +87,13 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from ecg_tune.config import TrialConfig
+    from ecg_tune.ssl.methods import default_encoder
     from ecg_tune.ssl.pretrain import run_pretraining
     from ecg_tune.tune.spaces import validate_flat
 
     flat = TrialConfig().to_flat()
-    flat.update({"data.pretrain": ",".join(args.data), "method.name": args.method, "encoder.name": args.encoder})
+    encoder = args.encoder or default_encoder(args.method)
+    flat.update({"data.pretrain": ",".join(args.data), "method.name": args.method, "encoder.name": encoder})
     if args.downstream:
         flat["data.downstream"] = args.downstream
     if args.augment is not None:
@@ -137,6 +139,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+def _failures(result: Any) -> None:
+    """What failed trials raised (Ray's own output of it scrolls by among the trial logs)."""
+    failures = getattr(result, "failures", None) or {}
+    for trial_id, error in list(failures.items())[:10]:
+        print(f"trial {trial_id} failed: {error}", file=sys.stderr)
+    if len(failures) > 10:
+        print(f"... and {len(failures) - 10} more failed trial(s)", file=sys.stderr)
+    if getattr(result, "stopped", None):
+        print(f"ecg-tune: sweep {result.stopped}", file=sys.stderr)
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from ecg_tune.tune.sweep import print_leaderboard, resume_sweep
 
@@ -155,6 +168,7 @@ def _where_to_look(result: Any) -> None:
         print(f"best encoder:   {result.best_model_uri}  (mlflow.pytorch.load_model)")
     print(f"report:         ecg-tune report {s.sweep_dir}")
     print(f"resume:         ecg-tune resume {s.sweep_dir}")
+    _failures(result)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -208,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="pretraining shard dataset(s)")
     p.add_argument("--downstream", default=None, help="PTB-XL-like shards: its val/test records are excluded")
     p.add_argument("--method", default="simclr")
-    p.add_argument("--encoder", default="xresnet1d50")
+    p.add_argument("--encoder", default=None, help="default: the method's own (e.g. vit1d for mae and jepa)")
     p.add_argument("--augment", default=None, help="comma list, e.g. random_resized_crop,timeout")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -236,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT")
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite in the sweep folder)")
     p.add_argument("--optuna-storage", default=None, help="Optuna RDB URL, e.g. postgresql://...")
-    p.add_argument("--num-samples", type=int, default=None)
+    p.add_argument("--num-samples", type=int, default=None, help="trials (default budget.trials; at most 10000)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("resume", help="continue an interrupted sweep")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,31 @@ SCHEDULERS = ("asha", "asha_promotion", "hyperband", "pbt", "fifo")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PROTOCOLS = ("linear", "finetune", "supervised", "random", "label-efficiency", "noise")
 OBJECTIVE_METRICS = ("probe_auc", "loss")
+# Budgets beyond these are typos or runaway loops (1e9 trials kept launching failing trials until killed).
+MAX_TRIALS = 10_000
+MAX_CONCURRENT = 1_024
+MAX_EPOCHS = 10_000
+_TEST_METRIC = re.compile(r"(^|[._-])(test|fold_?10)", re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+
+
+def check_name(key: str, name: Any) -> str:
+    """A sweep name (YAML `name` and `--name` alike): one folder below --storage, never a path out of it."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(key, "a sweep needs a non-empty name")
+    if "/" in name or "\\" in name or name in (".", "..") or ".." in name or Path(name).is_absolute():
+        raise ConfigError(key, f"{name!r}: a sweep name is one folder name, without '/', '\\' or '..'")
+    if not _NAME.match(name):
+        raise ConfigError(key, f"{name!r}: use letters, digits and . _ + - (at most 200, starting with a letter or digit)")
+    return name
+
+
+def check_objective(metric: str, key: str = "objective.metric") -> None:
+    """Selection (objective, scheduler metric, searcher input: all the same key) never on the test fold."""
+    if _TEST_METRIC.search(metric):
+        raise ConfigError(key, f"{metric!r} is measured on the test fold (PTB-XL fold 10); selecting on it would "
+                               "leak the test set into the search: use probe_auc or a fold-9 metric "
+                               "(<protocol>.val_auc); test metrics are reported for the chosen trials only")
 
 
 # ---------------------------------------------------------------- space nodes
@@ -310,9 +336,7 @@ def _parse_space(path: str, mapping: Any) -> list[Node]:
 def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> SweepSpec:
     doc = _require_mapping("", doc)
     _check_keys("", doc, _TOP_KEYS)
-    name = doc.get("name")
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise ConfigError("name", "a sweep needs a non-empty name without '/'")
+    name = check_name("name", doc.get("name"))
     spec = SweepSpec(name=name, source_text=source_text, base_dir=base_dir)
 
     data = _require_mapping("data", doc.get("data", {}))
@@ -336,6 +360,7 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
         raise ConfigError("objective.metric", f"expected a metric name, got {spec.objective.metric!r}")
     if spec.objective.mode not in ("max", "min"):
         raise ConfigError("objective.mode", "must be max or min")
+    check_objective(spec.objective.metric)
     if spec.objective.metric not in OBJECTIVE_METRICS and "." not in spec.objective.metric:
         raise ConfigError(
             "objective.metric",
@@ -356,6 +381,10 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
         raise ConfigError("budget.reduction_factor", "must be at least 2")
     if b.max_concurrent < 0:
         raise ConfigError("budget.max_concurrent", "must be 0 (no limit) or positive")
+    for key, high in (("trials", MAX_TRIALS), ("max_concurrent", MAX_CONCURRENT), ("max_epochs", MAX_EPOCHS)):
+        if getattr(b, key) > high:
+            raise ConfigError(f"budget.{key}", f"{getattr(b, key)} is above the limit of {high}; split the sweep "
+                                               "(or resume it with a larger budget) instead")
     if b.time_budget_s is not None and b.time_budget_s <= 0:
         raise ConfigError("budget.time_budget_s", "must be positive (or omitted for no limit)")
     if b.perturbation_interval < 1:

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class SweepSettings:
     dataset_paths: list[str]
     optuna_storage: str | None = None
     num_samples: int = 0
+    dataset_digests: dict[str, str] = field(default_factory=dict)  # path -> sha256 of its manifest.json
 
     def save(self) -> None:
         path = Path(self.sweep_dir) / SETTINGS_FILE
@@ -60,6 +62,8 @@ class SweepResult:
     errors: int
     best_model_uri: str | None
     metric: str = "probe_auc"
+    failures: dict[str, str] = field(default_factory=dict)  # trial id -> the error it raised
+    stopped: str | None = None  # why the sweep stopped early (failfast), if it did
 
 
 def public_uri(uri: str) -> str:
@@ -275,6 +279,7 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
+    from ecg_tune.tune.failfast import StopOnVerdict
     from ecg_tune.tune.searcher import make_scheduler, make_searcher
     from ecg_tune.tune.spaces import GRID_KEY, sample_population
 
@@ -323,6 +328,7 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=max(4, spec.budget.perturbation_interval + 2) if sched == "pbt" else 2),
         failure_config=tune.FailureConfig(max_failures=3),
+        stop=StopOnVerdict(spec.name),  # the first trials all failed the same way (failfast.py)
         verbose=1,
     )
     return tune.Tuner(_trainable(spec, data), param_space=param_space, tune_config=tune_config, run_config=run_config)
@@ -348,25 +354,55 @@ def run_sweep(
 ) -> SweepResult:
     """Run a sweep from a YAML space. `data` overrides both pretraining and downstream datasets."""
     import mlflow  # noqa: F401  (fail early if the tracking stack is missing)
-    from mlflow.tracking import MlflowClient
 
-    from ecg_tune.tune.tracking import MLflowTracking, ensure_experiment
+    from ecg_tune.tune import preflight
+    from ecg_tune.tune.spaces import check_name
 
     spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else load_spec(spec_or_path)
     if name:
-        spec.name = name
+        spec.name = check_name("--name", name)  # the same rule as the YAML's name
+    preflight.check_spec(spec)
+    preflight.check_num_samples(num_samples)
     if data:
         spec.pretrain = [data]
         spec.downstream = data
         spec.fixed.pop("data.pretrain", None)
         spec.fixed.pop("data.downstream", None)
-    sweep_dir = Path(_storage_root(storage)) / spec.name
+    root = _storage_root(storage)
+    preflight.check_storage_folder(root)
+    sweep_dir = Path(root) / spec.name
     if (sweep_dir / SETTINGS_FILE).exists():
         raise EcgTuneError(f"sweep {spec.name!r} already exists in {sweep_dir}: use `ecg-tune resume {sweep_dir}` or another --name")
-    # Open the data first: a wrong path fails here, before any folder, run or Ray process exists.
+    # Everything that can fail before the first trial fails here, before any folder, run or Ray
+    # process exists: the servers and storages, the data, the address.
+    if tracking_uri:
+        preflight.check_tracking_server(public_uri(tracking_uri))
+    if optuna_storage:
+        preflight.check_optuna_storage(public_uri(optuna_storage))
     paths = dataset_paths(spec)
     data_obj = _open_data(paths, str(sweep_dir), spec)
+    preflight.check_data(spec, data_obj.datasets)
     _init_ray(address, spec)  # a wrong --address fails here too, before the folder exists
+    created = not sweep_dir.exists()
+    try:
+        tuner, settings = _start(spec, sweep_dir, data_obj, paths, tracking_uri, optuna_storage, num_samples)
+    except BaseException:
+        if created:  # a sweep that never started must not block its name
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
+    grid = tuner.fit()
+    return _finish(spec, settings, grid)
+
+
+def _start(spec: SweepSpec, sweep_dir: Path, data_obj: Any, paths: list[str], tracking_uri: str | None,
+           optuna_storage: str | None, num_samples: int | None) -> tuple[Any, SweepSettings]:
+    """The sweep folder, MLflow experiment and parent run, settings, and the Tuner (not started)."""
+    from mlflow.tracking import MlflowClient
+
+    from ecg_tune.tune import preflight
+    from ecg_tune.tune.failfast import RepeatedFailure
+    from ecg_tune.tune.tracking import MLflowTracking, ensure_experiment
+
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(spec.source_text)
 
@@ -384,15 +420,18 @@ def run_sweep(
         name=spec.name, sweep_dir=str(sweep_dir), tracking_uri=uri, experiment_id=experiment_id,
         parent_run_id=parent.info.run_id, dataset_paths=paths,
         optuna_storage=public_uri(optuna_storage) if optuna_storage else None,
-        num_samples=num_samples or spec.budget.trials,
+        num_samples=num_samples or spec.budget.trials, dataset_digests=preflight.dataset_digests(data_obj),
     )
-    settings.save()
-    _log_sweep_inputs(client, settings, spec)
-    _log_manifests(client, settings, data_obj)
-    tracking = MLflowTracking(uri, experiment_id, settings.parent_run_id, spec.name)
-    tuner = _tuner(spec, settings, data_obj, settings.num_samples, [tracking])
-    grid = tuner.fit()
-    return _finish(spec, settings, grid)
+    try:
+        _log_sweep_inputs(client, settings, spec)
+        _log_manifests(client, settings, data_obj)
+        tracking = MLflowTracking(uri, experiment_id, settings.parent_run_id, spec.name)
+        tuner = _tuner(spec, settings, data_obj, settings.num_samples, [tracking, RepeatedFailure(spec.name)])
+    except BaseException:
+        client.set_terminated(settings.parent_run_id, status="FAILED")
+        raise
+    settings.save()  # last: a folder with settings is a sweep that `resume` can continue
+    return tuner, settings
 
 
 def resolve_sweep_dir(name_or_path: str, storage: str | None = None) -> Path:
@@ -414,6 +453,9 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     spec = parse_spec(_yaml(sweep_dir / "sweep.yaml"), base_dir=str(sweep_dir), source_text=(sweep_dir / "sweep.yaml").read_text())
     spec.name = settings.name
     data_obj = _open_data(settings.dataset_paths, str(sweep_dir), spec)
+    from ecg_tune.tune.preflight import check_digests
+
+    check_digests(settings.dataset_digests, data_obj, settings.name)
     _init_ray(address, spec)
     _snapshot_period(settings.num_samples)
     tuner = tune.Tuner.restore(
@@ -460,6 +502,8 @@ def _log_manifests(client: Any, settings: SweepSettings, data_obj: Any) -> None:
 def _finish(spec: SweepSpec, settings: SweepSettings, grid: Any) -> SweepResult:
     from mlflow.tracking import MlflowClient
 
+    from ecg_tune.tune.csvsafe import safe_frame
+    from ecg_tune.tune.failfast import error_line, verdict
     from ecg_tune.tune.registry import register_best
     from ecg_tune.tune.tracking import end_orphans
 
@@ -480,9 +524,11 @@ def _finish(spec: SweepSpec, settings: SweepSettings, grid: Any) -> SweepResult:
     client.set_terminated(settings.parent_run_id, status=status)
     try:
         board_path = Path(settings.sweep_dir) / "leaderboard.csv"
-        board.to_csv(board_path, index=False)
+        safe_frame(board).to_csv(board_path, index=False)  # no cell a spreadsheet would run as a formula
         client.log_artifact(settings.parent_run_id, str(board_path))
     except Exception as exc:
         log.warning("could not log the leaderboard: %s", exc)
-    return SweepResult(settings, board, errors, model_uri, spec.objective.metric)
+    failures = {Path(r.path).name.removeprefix("trial_"): error_line(str(r.error))
+                for r in grid if getattr(r, "error", None) is not None and getattr(r, "path", None)}
+    return SweepResult(settings, board, errors, model_uri, spec.objective.metric, failures, verdict(spec.name))
 
