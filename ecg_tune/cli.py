@@ -105,11 +105,25 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     flat["seed"] = args.seed
     flat.update(_overrides(args.set))
     cfg = validate_flat(flat)
-    result = run_pretraining(cfg, Path(args.out), progress=not args.quiet)
+    out = Path(args.out)
+    created = next((p for p in [out, *out.parents][::-1] if not p.exists()), None)  # the topmost new folder
+    try:
+        result = run_pretraining(cfg, out, progress=not args.quiet)
+    except BaseException:
+        _remove_if_empty(created)  # a failed start leaves no empty --out behind (a checkpoint stays, for resuming)
+        raise
     print(f"encoder checkpoint: {result.encoder}  (resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else f"encoder checkpoint: {result.encoder}")
     if getattr(result, "excluded_leakage", 0):
         print(f"excluded {result.excluded_leakage} pretraining records that are downstream val/test records")
     return 0
+
+
+def _remove_if_empty(folder: Path | None) -> None:
+    """Delete `folder` (one this command created) if it holds no file, only (nested) empty folders."""
+    import shutil
+
+    if folder is not None and folder.is_dir() and not any(p.is_file() or p.is_symlink() for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
