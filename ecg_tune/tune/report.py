@@ -8,17 +8,23 @@ so a report can be built for a sweep on a remote tracking server from its name a
   early-stopped ones), the best trial marked; varying params, final protocol metrics.
 - `ablation.csv` (ablation sweeps): per cell and metric, mean ± 95% CI and the Welch difference to
   the baseline cell.
-- `paper_table.csv`: method × {linear, finetune} test macro AUC with CIs next to the published values.
+- `paired.csv` (ablation sweeps with per-record scores): each cell vs the baseline by a paired bootstrap
+  over the same test records, Holm-adjusted across cells and protocols (report_paired).
+- `results.csv`, `per_class.csv`, `random_baselines.csv`: macro AUROC (paper convention and present
+  classes), AUPRC, absent classes and warnings; per-class AUROC/AUPRC; random-init baseline per encoder.
+- `paper_table.csv`: method × {linear, finetune} test macro AUC with CIs next to the published values,
+  and for each compared row how the run differs from the paper's setting (`differs_from_paper`).
 - `label_efficiency.csv`, `noise.csv`: curve points, when those protocols ran.
 - `importance.csv`: fANOVA importance of the search-space parameters (search sweeps).
 - PNG plots, `summary.json` (counts, best trial, notes, files) and `index.html`.
 
-Modules: report_data (MLflow → SweepRecord), report_stats, report_tables, report_paper,
-report_importance, report_plots, report_html.
+Modules: report_data (MLflow → SweepRecord), report_stats, report_tables, report_paired, report_results,
+report_paper, report_importance, report_plots, report_html; "best" is defined once in best.py.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import sys
@@ -43,10 +49,15 @@ from ecg_tune.tune.report_html import (
     image_html,
     leaderboard_display,
     page,
+    paired_display,
     paper_display,
+    per_class_display,
+    random_display,
+    results_display,
     table_html,
 )
 from ecg_tune.tune.report_importance import distributions, param_importances
+from ecg_tune.tune.report_paired import N_BOOT, paired_table
 from ecg_tune.tune.report_paper import PAPER_SOURCE, PUBLISHED, paper_table
 from ecg_tune.tune.report_plots import (
     plot_curve,
@@ -55,6 +66,7 @@ from ecg_tune.tune.report_plots import (
     plot_learning_curves,
     plot_parallel,
 )
+from ecg_tune.tune.report_results import per_class_table, random_baselines, results_table
 from ecg_tune.tune.report_tables import ablation_table, curve_tables, leaderboard
 
 log = logging.getLogger(__name__)
@@ -64,7 +76,7 @@ ARTIFACT_PATH = "report"
 DEFAULT_REMOTE_OUT = Path("ecg-tune-output/reports")  # for a sweep known only by name on a server
 # Every file a report may write: removed first, so a rebuilt report never carries a stale file.
 OUTPUTS = (
-    "leaderboard.csv", "ablation.csv", "paper_table.csv", "label_efficiency.csv", "noise.csv", "importance.csv",
+    "leaderboard.csv", "ablation.csv", "paired.csv", "results.csv", "random_baselines.csv", "per_class.csv", "paper_table.csv", "label_efficiency.csv", "noise.csv", "importance.csv",
     "history.png", "parallel.png", "importance.png", "learning_curves.png", "label_efficiency.png", "noise.png",
     "summary.json", "index.html",
 )
@@ -79,11 +91,12 @@ def build_report(
     storage: str | None = None,
     tracking_uri: str | None = None,
     console: Console | None = None,
+    paired_resamples: int = N_BOOT,
 ) -> Path:
     """Build the report of a sweep (folder, name under `storage`, or name on `tracking_uri`).
 
     Returns the path of `index.html`. Prints the leaderboard (and ablation/paper tables) to the
-    terminal. Missing pieces (no trials yet, failed or running trials, no protocols, no ablation)
+    terminal. `paired_resamples`: bootstrap resamples of the paired cell-vs-baseline test. Missing pieces (no trials yet, failed or running trials, no protocols, no ablation)
     are left out with a note instead of failing.
     """
     rec = open_sweep(str(name_or_path), storage=storage, tracking_uri=tracking_uri)
@@ -102,14 +115,22 @@ def build_report(
     shown = table_html(leaderboard_display(board), max_rows=LEADERBOARD_ROWS, table_id="leaderboard")
     sections.append(Section("Leaderboard", _leaderboard_intro(rec) + shown, "leaderboard"))
 
+    results, randoms = _results_sections(rec, out, sections)
+
     ablation = ablation_table(rec)
+    paired = paired_table(rec, n_boot=paired_resamples)
     if not ablation.empty:
         ablation.to_csv(out / "ablation.csv", index=False)
-        sections.append(Section("Ablation", _ABLATION_INTRO + table_html(ablation_display(ablation), table_id="ablation"), "ablation"))
+        body = _ABLATION_INTRO + table_html(ablation_display(ablation), table_id="ablation")
+        if not paired.empty:
+            paired.to_csv(out / "paired.csv", index=False)
+            body += _PAIRED_INTRO.format(n_boot=paired_resamples) + table_html(paired_display(paired), table_id="paired")
+        sections.append(Section("Ablation", body, "ablation"))
 
     paper = paper_table(rec)
     paper.to_csv(out / "paper_table.csv", index=False)
-    sections.append(Section("Paper table", _paper_intro() + table_html(paper_display(paper), table_id="paper"), "paper"))
+    sections.append(Section("Paper table", _paper_intro() + table_html(paper_display(paper).drop(columns=["differs from the paper"]),
+                                                                      table_id="paper") + _caveats_html(paper), "paper"))
 
     images = _plots(rec, out, sections)
     for protocol, table in curve_tables(rec).items():
@@ -126,7 +147,7 @@ def build_report(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     html_path = out / "index.html"
     html_path.write_text(page(f"ecg-tune report: {rec.name}", _meta(rec), rec.notes, sections))
-    _print(rec, board, ablation, paper, console or Console(file=sys.stdout))
+    _print(rec, board, ablation, paper, console or Console(file=sys.stdout), paired=paired, randoms=randoms)
     _log_artifacts(rec, out)
     return html_path
 
@@ -211,7 +232,54 @@ def _summary(rec: SweepRecord, board: pd.DataFrame, out: Path) -> dict[str, Any]
     }
 
 
-def _print(rec: SweepRecord, board: pd.DataFrame, ablation: pd.DataFrame, paper: pd.DataFrame, console: Console) -> None:
+_PAIRED_INTRO = (
+    "<p><b>Paired test against the baseline</b> on the same test records: Δ = cell − baseline of the "
+    "macro AUROC over the classes present in the test fold, mean over seed pairs (matched by seed); "
+    "95% CI and p from a paired bootstrap over test records ({n_boot} resamples, the same indices for both "
+    "arms and every seed). p (Holm): adjusted across every comparison in this table; "
+    "<b>significant</b> = Holm-adjusted p &lt; 0.05. The Welch column above is over seeds and unadjusted.</p>"
+)
+_RESULTS_INTRO = (
+    "<p>Per group and protocol: test macro AUROC with the paper's convention (a class without a positive or "
+    "without a negative in the test fold counts 0.5), the macro over the classes present, macro AUPRC "
+    "(classes with at least one test positive), the absent classes and the evaluation's warnings.</p>"
+)
+
+
+def _results_sections(rec: SweepRecord, out: Path, sections: list[Section]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Results (AUPRC, present-class AUROC, absent classes), random-init baselines, per-class results."""
+    results, randoms, per_class = results_table(rec), random_baselines(rec), per_class_table(rec)
+    body = []
+    if not results.empty:
+        results.to_csv(out / "results.csv", index=False)
+        body.append(_RESULTS_INTRO + table_html(results_display(results), table_id="results"))
+    if not randoms.empty:
+        randoms.to_csv(out / "random_baselines.csv", index=False)
+        body.append("<h3>Random-init baselines</h3><p>Frozen randomly initialised encoder + linear head "
+                    "(<code>random</code> protocol) for each encoder, next to its best linear evaluation.</p>"
+                    + table_html(random_display(randoms), table_id="random_baselines"))
+    if body:
+        sections.append(Section("Results", "\n".join(body), "results"))
+    if not per_class.empty:
+        per_class.to_csv(out / "per_class.csv", index=False)
+        parts = [f"<h3>{html.escape(p)}</h3>" + table_html(per_class_display(per_class, p), table_id=f"per_class_{p}")
+                 for p in dict.fromkeys(per_class["protocol"])]
+        sections.append(Section("Per-class results", "<p>Test AUROC / AUPRC per class (mean over the group's "
+                                "trials); (absent) = no positive or no negative in the test fold.</p>" + "\n".join(parts),
+                                "per_class"))
+    return results, randoms
+
+
+def _caveats_html(paper: pd.DataFrame) -> str:
+    if paper.empty or "differs_from_paper" not in paper.columns:
+        return ""
+    items = [f"<li><b>{html.escape(r)}</b>: {html.escape(c)}</li>" for r, c in zip(paper["row"], paper["differs_from_paper"]) if c]
+    return ("<p><b>How each compared run differs from the paper's setting</b> (the published numbers are for the "
+            f"paper's setting; a difference here can explain a gap):</p><ul class=\"caveats\">{''.join(items)}</ul>") if items else ""
+
+
+def _print(rec: SweepRecord, board: pd.DataFrame, ablation: pd.DataFrame, paper: pd.DataFrame, console: Console,
+           *, paired: pd.DataFrame | None = None, randoms: pd.DataFrame | None = None) -> None:
     """Compact terminal versions: the top of the leaderboard, the ablation's headline metrics, ours vs paper."""
     if board.empty:
         console.print(f"[bold]{rec.name}[/]: no trials yet")
@@ -231,9 +299,17 @@ def _print(rec: SweepRecord, board: pd.DataFrame, ablation: pd.DataFrame, paper:
         metrics = [rec.objective] + [m for m in dict.fromkeys(ablation["metric"]) if m.endswith(".test_auc")]
         _rich(console, "ablation: mean [95% CI], Δ to baseline (Welch; * p < 0.05)",
               ablation_long(ablation[ablation["n"] > 0], metrics))
+    if paired is not None and not paired.empty:
+        _rich(console, "paired test vs baseline (same test records; Holm-adjusted across the table)", paired_display(paired))
+    if randoms is not None and not randoms.empty:
+        _rich(console, "random-init baselines (random protocol)", random_display(randoms))
     shown = paper[paper["group"] != ""] if not paper.empty else paper
     if not shown.empty:
-        _rich(console, "paper table (test macro AUC [95% CI])", paper_display(shown).drop(columns=["paper model"]))
+        _rich(console, "paper table (test macro AUC [95% CI])",
+              paper_display(shown).drop(columns=["paper model", "differs from the paper"]))
+        for r, c in zip(shown["row"], shown["differs_from_paper"]):
+            if c:
+                console.print(f"[yellow]differs from the paper[/] {r}: {c}")
     for note in rec.notes:
         console.print(f"[yellow]note:[/] {note}")
 

@@ -71,6 +71,7 @@ class SweepRecord:
     notes: list[str] = field(default_factory=list)
     _histories: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict, repr=False)
     _jsons: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict, repr=False)
+    _scores: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
     def better(self, a: float, b: float) -> bool:
         """Whether objective value `a` beats `b` (NaN never does)."""
@@ -103,6 +104,17 @@ class SweepRecord:
             self._jsons[cache_key] = _download_json(self.client, trial.run_id, f"results/{protocol}.json")
         return self._jsons[cache_key]
 
+    def protocol_scores(self, trial: Trial, protocol: str) -> dict[str, Any] | None:
+        """The per-record test scores `results/<protocol>.scores.npz` of a trial (`record_ids`, `scores`
+        (n, C), `targets` (n, C), `codes` (C)), or None (absent: an older sweep, or unreadable)."""
+        cache_key = (trial.run_id, protocol)
+        if cache_key not in self._scores:
+            self._scores[cache_key] = _download_npz(self.client, trial.run_id, f"results/{protocol}.scores.npz")
+        return self._scores[cache_key]
+
+
+SCORE_ARRAYS = ("record_ids", "scores", "targets", "codes")
+
 
 @contextmanager
 def _no_progress_bars() -> Iterator[None]:
@@ -124,6 +136,21 @@ def _download_text(client: MlflowClient, run_id: str, path: str) -> str | None:
             return Path(client.download_artifacts(run_id, path, tmp)).read_text()
     except Exception:  # absent (protocol not run, trial failed) or unreadable: the caller falls back
         return None
+
+
+def _download_npz(client: MlflowClient, run_id: str, path: str) -> dict[str, Any] | None:
+    import numpy as np
+
+    try:
+        with _no_progress_bars(), tempfile.TemporaryDirectory(prefix="ecg-tune-report-") as tmp:
+            with np.load(client.download_artifacts(run_id, path, tmp), allow_pickle=False) as data:
+                arrays = {k: np.asarray(data[k]) for k in SCORE_ARRAYS}
+    except Exception:  # absent or malformed: the paired test notes it
+        return None
+    n, c = arrays["scores"].shape if arrays["scores"].ndim == 2 else (-1, -1)
+    if arrays["targets"].shape != (n, c) or arrays["record_ids"].shape != (n,) or arrays["codes"].shape != (c,):
+        return None
+    return arrays
 
 
 def _download_json(client: MlflowClient, run_id: str, path: str) -> dict[str, Any] | None:

@@ -128,6 +128,7 @@ def paper_display(table: pd.DataFrame) -> pd.DataFrame:
             "finetune (ours)": with_ci(r.finetune_test_auc, r.finetune_ci_low, r.finetune_ci_high),
             "finetune (paper)": published(r, "finetune"),
             "paper model": r.published_model,
+            "differs from the paper": getattr(r, "differs_from_paper", ""),
         })
     return pd.DataFrame(rows)
 
@@ -166,3 +167,57 @@ def page(title: str, meta: list[tuple[str, str]], notes: list[str], sections: li
         + (f"<ul>{note_items}</ul>\n" if notes else "")
         + f"<p>{toc}</p>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
+
+
+def p_text(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def paired_display(table: pd.DataFrame) -> pd.DataFrame:
+    """Cell vs baseline, paired over the same test records: Δ [95% CI], raw and Holm p, verdict."""
+    rows = []
+    for r in table.itertuples():
+        tested = not math.isnan(r.p_value)
+        rows.append({
+            "cell": r.cell, "protocol": r.protocol, "seed pairs": r.n_pairs or "", "records": r.n_records or "",
+            "Δ macro AUROC (present classes) [95% CI]": "" if math.isnan(r.diff) else
+            f"{r.diff:+.4f}" + ("" if math.isnan(r.ci_low) else f" [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"),
+            "p": p_text(r.p_value) if tested else "", "p (Holm)": p_text(r.p_holm) if tested else "",
+            "significant": ("yes" if r.significant else "no") if tested else "not tested", "note": r.note,
+        })
+    return pd.DataFrame(rows)
+
+
+def results_display(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.itertuples():
+        rows.append({
+            "group": r.group, "protocol": r.protocol, "n": r.n, "label set": r.label_set,
+            "macro AUROC (absent = 0.5, paper)": fmt(r.test_auc), "macro AUROC (present classes)": fmt(r.test_auc_present),
+            "macro AUPRC": fmt(r.test_auprc),
+            "classes absent": "" if r.n_absent is None or r.n_absent != r.n_absent else f"{int(r.n_absent)} of {r.n_classes}",
+            "absent classes": r.absent_classes, "warnings": r.warnings,
+        })
+    return pd.DataFrame(rows)
+
+
+def random_display(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.itertuples():
+        rows.append({
+            "encoder": r.encoder, "n": r.n or "", "random-init + linear AUROC [95% CI]": with_ci(r.random_test_auc, r.ci_low, r.ci_high),
+            "AUROC (present)": fmt(r.random_test_auc_present), "AUPRC": fmt(r.random_test_auprc),
+            "best linear eval (group)": with_ci(r.best_linear_test_auc, math.nan, math.nan)
+            + (f" ({r.best_linear_group})" if r.best_linear_group else ""),
+            "linear − random": "" if math.isnan(r.linear_minus_random) else f"{r.linear_minus_random:+.3f}", "note": r.note,
+        })
+    return pd.DataFrame(rows)
+
+
+def per_class_display(table: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Classes as rows, one `AUROC / AUPRC` column per group (absent classes marked)."""
+    part = table[table["protocol"] == protocol]
+    cells = {(g, c): f"{fmt(roc, 3)} / {fmt(prc, 3)}" + (" (absent)" if absent else "")
+             for g, c, roc, prc, absent in zip(part["group"], part["class"], part["auroc"], part["auprc"], part["absent"])}
+    gs = list(dict.fromkeys(part["group"]))
+    return pd.DataFrame([{"class": c, **{g: cells.get((g, c), "") for g in gs}} for c in dict.fromkeys(part["class"])])

@@ -47,6 +47,62 @@ PUBLISHED: dict[str, Published] = {
 COLUMNS = {"ssl": ("linear", "finetune"), "supervised": ("random", "supervised")}
 
 
+# The paper's setting (paper notes §1-§7), what every comparison with a published number is checked against.
+PAPER_CLASSES = 71  # PTB-XL "all statements"
+PAPER_RECORDS = 21_799  # PTB-XL records with a label: ~17.4k train / ~2.2k val / ~2.2k test
+PAPER_CORPUS = "All = CinC2020 + Chapman + CODE test set, ~54.6k records"
+PAPER_ENCODER = {"xresnet1d50": {"width": "64", "expansion": "4"}, "cpc_fc": {"hidden": "512"}}
+PAPER_PRETRAIN_EPOCHS = {"simclr": 2000, "byol": 2000, "swav": 2000, "cpc": 1000}
+PAPER_EVAL_EPOCHS = {"linear": ("evaluation.linear_epochs", 50), "random": ("evaluation.linear_epochs", 50),
+                     "finetune": ("evaluation.finetune_epochs", 50), "supervised": ("evaluation.finetune_epochs", 50)}
+
+
+def caveat(rec: SweepRecord, g: Group, key: str, protocols: tuple[str, str]) -> str:
+    """How this row's runs differ from the paper's setting, one clause per difference."""
+    t = g.trials[0]
+    p = t.params
+    out: list[str] = []
+    encoder, method = p.get("encoder.name", "?"), key.split("/", 1)[0]
+    paper_encoder = key.rsplit("/", 1)[-1]
+    if encoder != paper_encoder:
+        out.append(f"encoder {encoder} (paper: {paper_encoder})")
+    for name, default in PAPER_ENCODER.get(encoder, {}).items():
+        ours = p.get(f"encoder.{name}")
+        if ours is not None and str(ours) != default:
+            out.append(f"encoder {name} {ours} (paper: {default})")
+    jsons = [j for pr in protocols if (j := rec.protocol_json(t, pr))]
+    j = jsons[0] if jsons else {}
+    label_set = j.get("label_set") or p.get("data.label_set") or "all"
+    n_classes = j.get("n_classes")
+    if label_set != "all":
+        out.append(f"label set {label_set}" + (f", {n_classes} classes" if n_classes else "")
+                   + f" (paper: all statements, {PAPER_CLASSES})")
+    elif isinstance(n_classes, int):
+        scored = n_classes - len(j.get("absent_classes") or [])
+        if scored != PAPER_CLASSES:
+            out.append(f"{scored} of {PAPER_CLASSES} classes scored"
+                       + ("" if "absent_classes" in j else " (absent classes not recorded)"))
+    sizes = [j.get(k) for k in ("n_train", "n_val", "n_test")]
+    if all(isinstance(n, int) for n in sizes) and sum(sizes) < 0.95 * PAPER_RECORDS:
+        out.append(f"{sum(sizes):,} records (train/val/test {sizes[0]}/{sizes[1]}/{sizes[2]}; paper: {PAPER_RECORDS:,})")
+    if method in PAPER_PRETRAIN_EPOCHS and "-without-" not in method:
+        epochs = p.get("train.epochs")
+        if epochs is not None and str(epochs) != str(PAPER_PRETRAIN_EPOCHS[method]):
+            out.append(f"{epochs} pretraining epochs (paper: {PAPER_PRETRAIN_EPOCHS[method]})")
+        corpus = p.get("data.pretrain")
+        names = ", ".join(c.rstrip("/").rsplit("/", 1)[-1] for c in str(corpus).split(",")) if corpus else "not recorded"
+        out.append(f"pretraining corpus {names} (paper: {PAPER_CORPUS})")
+        cap = p.get("data.max_pretrain_records")
+        if cap not in (None, "0", 0):
+            out.append(f"pretraining capped at {cap} records")
+    for pr in protocols:
+        if pr in PAPER_EVAL_EPOCHS and math.isfinite(g.trials[0].value(f"{pr}.test_auc")):
+            param, paper = PAPER_EVAL_EPOCHS[pr]
+            if p.get(param) is not None and str(p.get(param)) != str(paper):
+                out.append(f"{pr} head {p.get(param)} epochs (paper: {paper})")
+    return "; ".join(out) if out else "no recorded difference from the paper's setting"
+
+
 def _row(rec: SweepRecord, label: str, key: str, g: Group | None, protocols: tuple[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = {"row": label, "group": g.name if g else "", "n": 0}
     for column, protocol in zip(("linear", "finetune"), protocols):
@@ -63,6 +119,7 @@ def _row(rec: SweepRecord, label: str, key: str, g: Group | None, protocols: tup
         row[f"published_{column}"] = math.nan if value is None else value
         row[f"published_{column}_sd"] = math.nan if pub is None or getattr(pub, f"{column}_sd") is None else getattr(pub, f"{column}_sd")
         row[f"delta_{column}"] = row[f"{column}_test_auc"] - row[f"published_{column}"]
+    row["differs_from_paper"] = caveat(rec, g, key, protocols) if g is not None and g.trials and pub else ""
     return row
 
 

@@ -40,6 +40,7 @@ from ecg_tune.tune.report_stats import summarize, welch
 from ecg_tune.tune.sweep import SweepSettings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PAIRED_RESAMPLES = 300
 
 SEARCH_YAML = textwrap.dedent("""\
     name: search
@@ -91,6 +92,7 @@ class FakeTrial:
     cell: str | None = None
     failure: str = ""
     complete: bool = False
+    npz: dict[str, dict] = field(default_factory=dict)  # protocol -> per-record test scores
 
 
 def protocol_json(protocol: str, val: float, test: float, ci: tuple[float, float]) -> dict:
@@ -98,6 +100,29 @@ def protocol_json(protocol: str, val: float, test: float, ci: tuple[float, float
             "test_ci": list(ci), "per_class": {"NORM": test}, "selected_epoch": 3,
             "history": [{"epoch": 1, "phase": "head", "train_loss": 0.5, "val_auc": val}], "settings": {},
             "n_train": 100, "n_val": 20, "n_test": 20}
+
+
+CODES = ["NORM", "MI", "STTC", "HYP"]  # HYP: no positive in the test fold (absent)
+N_TEST = 60
+
+
+def extended(data: dict, rng: np.random.Generator, *, warn: bool = False) -> dict:
+    """The fields of the issue-14 result contract: AUPRC, present-class AUROC, absent classes, warnings."""
+    data.update({"test_auprc": rng.uniform(0.3, 0.7), "test_auc_present": rng.uniform(0.7, 0.95), "absent_classes": ["HYP"],
+                 "per_class": {c: (0.5 if c == "HYP" else rng.uniform(0.6, 1.0)) for c in CODES},
+                 "per_class_auprc": {c: (None if c == "HYP" else rng.uniform(0.2, 0.9)) for c in CODES},
+                 "warnings": ["test CI lies below 0.5"] if warn else []})
+    return data
+
+
+def scores_npz(seed: int, noise: float, *, reverse: bool = False) -> dict:
+    """Per-record test scores of one trial: the same records and labels for every trial, scores = labels + noise."""
+    targets = (np.random.default_rng(99).random((N_TEST, len(CODES))) < 0.35).astype(np.uint8)
+    targets[:, CODES.index("HYP")] = 0
+    scores = (targets + np.random.default_rng(seed).normal(0, noise, targets.shape)).astype(np.float32)
+    ids = np.array([f"r{i:03d}" for i in range(N_TEST)])
+    order = np.arange(N_TEST)[::-1] if reverse else np.arange(N_TEST)  # stored in another order: aligned by id
+    return {"record_ids": ids[order], "scores": scores[order], "targets": targets[order], "codes": np.array(CODES)}
 
 
 def curve_json(protocol: str, xs: list, tests: list[float], rng: np.random.Generator) -> dict:
@@ -138,7 +163,8 @@ def search_trials(rng: np.random.Generator) -> list[FakeTrial]:
         {"method.name": "byol", "method.tau0": 0.99, "optim.lr": 0.0002, "train.batch_size": 64, "augment.pipeline": "random_resized_crop,timeout", "augment.random_resized_crop.min_fraction": 0.4},
         {"method.name": "simclr", "method.temperature": 0.9, "optim.lr": 0.008, "train.batch_size": 64, "augment.pipeline": "timeout"},
     ]
-    fixed = {"encoder.name": "xresnet1d50", "seed": 0, "train.epochs": 4}
+    fixed = {"encoder.name": "xresnet1d50", "encoder.width": 16, "seed": 0, "train.epochs": 4,
+             "data.pretrain": "/data/ptbxl-100hz"}
     trials = []
     for i, cfg in enumerate(configs):
         t = done(f"t{i}", {**fixed, **cfg}, 4, rng)
@@ -175,6 +201,13 @@ def ablation_trials(rng: np.random.Generator) -> list[FakeTrial]:
             if cell == "baseline":
                 with_protocols(t, rng, ["supervised", "random"])
             with_curves(t, rng)
+            for p in ("linear", "finetune", "supervised", "random"):
+                if p in t.jsons:
+                    extended(t.jsons[p], rng, warn=(tid == "base-1" and p == "linear"))
+            # byol separates the classes better than the baseline; the timeout cell like the baseline
+            noise = 0.4 if cell == "byol" else 1.0
+            for p in ("linear", "finetune"):
+                t.npz[p] = scores_npz(1000 * seed + len(cell) + (p == "finetune"), noise, reverse=cell == "byol")
             trials.append(t)
     return trials
 
@@ -222,6 +255,8 @@ def build_store(root: Path, name: str, yaml_text: str | None, trials: list[FakeT
             (results / "encoder.ckpt").write_bytes(b"not a real checkpoint")
             for p, data in t.jsons.items():
                 (results / f"{p}.json").write_text(json.dumps(data))
+            for p, arrays in t.npz.items():
+                np.savez(results / f"{p}.scores.npz", **arrays)
             client.log_artifacts(run, str(results), artifact_path="results")
         if t.status != "RUNNING":
             client.set_terminated(run, status=t.status)
@@ -252,7 +287,7 @@ class Built:
 def _build(root: Path, name: str, yaml_text: str, trials: list[FakeTrial]) -> Built:
     settings = build_store(root, name, yaml_text, trials)
     buffer = io.StringIO()
-    index = build_report(settings.sweep_dir, console=Console(file=buffer, width=250))
+    index = build_report(settings.sweep_dir, console=Console(file=buffer, width=250), paired_resamples=PAIRED_RESAMPLES)
     return Built(settings, index, index.parent, buffer.getvalue(), trials)
 
 
@@ -568,6 +603,105 @@ def test_only_failed_and_running_trials(root: Path) -> None:
     assert summary["states"] == {"diverged": 1, "error": 1, "running": 1}
     assert any("importance skipped: 0 complete trials" in n for n in summary["notes"])
     assert not (index.parent / "ablation.csv").exists()
+
+
+# ---------------------------------------------------------------- issue 14: reviewer statistics
+def _sk_macro_present(arrays: dict) -> float:
+    """sklearn macro ROC-AUC over the classes with a positive and a negative, rows sorted by record id."""
+    from sklearn.metrics import roc_auc_score
+
+    order = np.argsort(arrays["record_ids"])
+    y, s = arrays["targets"][order], arrays["scores"][order]
+    return float(np.mean([roc_auc_score(y[:, c], s[:, c]) for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]))
+
+
+def _hand_holm(p: list[float]) -> list[float]:
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out = [0.0] * m
+    for i in range(m):
+        out[order[i]] = max(min(1.0, (m - j) * p[order[j]]) for j in range(i + 1))
+    return out
+
+
+def test_paired_test_against_the_baseline_with_holm(ablation: Built) -> None:
+    paired = ablation.csv("paired.csv")
+    fakes = {t.trial_id: t for t in ablation.trials}
+    assert set(zip(paired["cell"], paired["protocol"])) == {(c, p) for c in ("byol", "augment.pipeline=timeout") for p in ("linear", "finetune")}
+    for row in paired.itertuples():
+        cell_trials = [t for t in fakes.values() if t.cell == row.cell and t.complete]
+        diffs = []
+        for t in cell_trials:  # paired by seed with the baseline trial of the same seed
+            base = next(b for b in fakes.values() if b.cell == "baseline" and b.params["seed"] == t.params["seed"])
+            diffs.append(_sk_macro_present(t.npz[row.protocol]) - _sk_macro_present(base.npz[row.protocol]))
+        assert row.n_pairs == len(cell_trials) and row.n_records == N_TEST and row.n_classes == 3  # HYP absent
+        assert row.diff == pytest.approx(np.mean(diffs), abs=1e-9)
+        assert row.ci_low < row.diff < row.ci_high
+        assert row.p_value == pytest.approx(math.erfc(abs(row.diff) / row.se / math.sqrt(2)), rel=1e-9)
+    assert list(paired["p_holm"]) == pytest.approx(_hand_holm(list(paired["p_value"])), abs=1e-12)
+    assert list(paired["significant"]) == [p < 0.05 for p in paired["p_holm"]]
+    byol = paired[paired["cell"] == "byol"]
+    assert byol["significant"].all() and (byol["diff"] > 0).all()  # noise 0.4 vs 1.0 on the same records
+    text = ablation.index.read_text()
+    assert 'id="paired"' in text and "Holm" in text and "paired test vs baseline" in ablation.terminal
+
+
+def test_results_table_auprc_present_classes_absent_and_warnings(ablation: Built) -> None:
+    results = ablation.csv("results.csv").fillna({"warnings": "", "absent_classes": ""})
+    fakes = [t for t in ablation.trials if t.cell == "baseline"]
+    row = results[(results["group"] == "baseline") & (results["protocol"] == "linear")].iloc[0]
+    assert row["n"] == 3
+    assert row["test_auprc"] == pytest.approx(np.mean([t.jsons["linear"]["test_auprc"] for t in fakes]))
+    assert row["test_auc_present"] == pytest.approx(np.mean([t.jsons["linear"]["test_auc_present"] for t in fakes]))
+    assert row["test_auc"] == pytest.approx(np.mean([t.final["linear.test_auc"] for t in fakes]))
+    assert row["absent_classes"] == "HYP" and row["n_absent"] == 1 and "below 0.5" in row["warnings"]
+    text = ablation.index.read_text()
+    assert "macro AUPRC" in text and "macro AUROC (present classes)" in text and "absent = 0.5" in text
+    assert "1 of 5" in text  # classes absent (n_classes of the fixture's JSON)
+
+
+def test_old_results_without_the_new_fields_degrade_with_a_note(search: Built) -> None:
+    results = search.csv("results.csv")
+    assert not results.empty and results["test_auprc"].isna().all() and results["test_auc_present"].isna().all()
+    summary = json.loads((search.out / "summary.json").read_text())
+    assert any("older ecg-tune" in n for n in summary["notes"])
+    assert not (search.out / "paired.csv").exists()
+
+
+def test_per_class_results(ablation: Built) -> None:
+    table = ablation.csv("per_class.csv")
+    fakes = [t for t in ablation.trials if t.cell == "baseline"]
+    part = table[(table["group"] == "baseline") & (table["protocol"] == "linear")].set_index("class")
+    assert list(part.index) == CODES
+    assert part.loc["MI", "auroc"] == pytest.approx(np.mean([t.jsons["linear"]["per_class"]["MI"] for t in fakes]))
+    assert part.loc["MI", "auprc"] == pytest.approx(np.mean([t.jsons["linear"]["per_class_auprc"]["MI"] for t in fakes]))
+    assert bool(part.loc["HYP", "absent"]) and math.isnan(part.loc["HYP", "auprc"])
+    assert 'id="per_class_linear"' in ablation.index.read_text()
+
+
+def test_random_init_baseline_per_encoder(ablation: Built, search: Built) -> None:
+    table = ablation.csv("random_baselines.csv").set_index("encoder")
+    values = _cell_values(ablation, "baseline", "random.test_auc")
+    row = table.loc["xresnet1d50"]
+    assert row["n"] == 3 and row["random_test_auc"] == pytest.approx(values.mean())
+    assert row["ci_low"] == pytest.approx(t_interval(values)[0])
+    assert row["linear_minus_random"] == pytest.approx(row["best_linear_test_auc"] - values.mean())
+    missing = search.csv("random_baselines.csv").set_index("encoder")
+    assert "evaluation.protocols: linear,random" in missing.loc["xresnet1d50 (width=16)", "note"]
+    summary = json.loads((search.out / "summary.json").read_text())
+    assert any("no random-init baseline for encoder xresnet1d50 (width=16)" in n for n in summary["notes"])
+
+
+def test_paper_table_states_how_the_run_differs_from_the_paper(search: Built, ablation: Built) -> None:
+    paper = search.csv("paper_table.csv").set_index("row")
+    caveat = paper.loc["simclr (xresnet1d50)", "differs_from_paper"]
+    for part in ("encoder width 16 (paper: 64)", "5 of 71 classes scored", "140 records", "4 pretraining epochs (paper: 2000)",
+                 "pretraining corpus ptbxl-100hz"):
+        assert part in caveat, caveat
+    assert paper.loc[[r for r in paper.index if r.startswith("published only")], "differs_from_paper"].isna().all()
+    # 5 classes with HYP absent in the ablation's results: 4 scored
+    assert "4 of 71 classes scored" in ablation.csv("paper_table.csv").set_index("row").loc["simclr (xresnet1d50)", "differs_from_paper"]
+    assert "differs from the paper" in search.terminal and "5 of 71 classes scored" in search.index.read_text()
 
 
 # ---------------------------------------------------------------- statistics helpers
