@@ -4,7 +4,11 @@ Weight decay is applied only to parameters with two or more dimensions (conv ker
 prototypes). One-dimensional parameters — biases and the scales/shifts of BatchNorm/LayerNorm — get none:
 decaying them only pulls normalisation layers towards zero output and biases towards the origin, which
 regularises nothing useful; the reference code excludes biases and BN parameters the same way
-(`exclude_from_wt_decay(skip_list=["bias", "bn"])`). Frozen parameters (`requires_grad=False`, e.g. a
+(`exclude_from_wt_decay(skip_list=["bias", "bn"])`). A module can name more parameters that must not
+be decayed whatever their shape with a `no_weight_decay()` method returning their names relative to
+it (transformers: position and lead embeddings, mask tokens; S4D: the state matrix and step size):
+decay would pull them towards zero, which for them means "no position", "no lead" or another
+dynamics, not a simpler model. Frozen parameters (`requires_grad=False`, e.g. a
 BYOL target network) are not given to the optimiser at all.
 
 The schedule is a `LambdaLR` stepped after every optimiser step: the learning rate of the optimiser step
@@ -25,14 +29,30 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("warmup_cosine", "constant")
 
 
+def no_weight_decay_ids(module: nn.Module) -> set[int]:
+    """Ids of the parameters that modules of `module` list in their `no_weight_decay()` (see above)."""
+    ids: set[int] = set()
+    for sub in module.modules():
+        hook = getattr(sub, "no_weight_decay", None)
+        if not callable(hook):
+            continue
+        params = dict(sub.named_parameters())
+        for name in hook():
+            if name in params:  # a listed buffer (e.g. fixed sine-cosine positions) is not trained at all
+                ids.add(id(params[name]))
+    return ids
+
+
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into a decayed group (ndim >= 2) and an undecayed one (ndim <= 1)."""
+    """Trainable parameters split into a decayed group (ndim >= 2) and an undecayed one (ndim <= 1, or
+    named by a module's `no_weight_decay()`)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
+    excluded = no_weight_decay_ids(module)
     for param in module.parameters():  # parameters() de-duplicates shared parameters
         if not param.requires_grad:
             continue
-        (decay if param.ndim >= 2 else no_decay).append(param)
+        (decay if param.ndim >= 2 and id(param) not in excluded else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 

@@ -22,6 +22,8 @@ ENCODERS = Registry(
         "cpc_conv": "ecg_tune.ssl.encoders.cpc:CPCConv",
         "inception1d": "ecg_tune.ssl.encoders.inception1d:Inception1d",
         "lstm": "ecg_tune.ssl.encoders.lstm:LSTMEncoder",
+        "vit1d": "ecg_tune.ssl.encoders.vit1d:ViT1d",
+        "s4d": "ecg_tune.ssl.encoders.s4d:S4DEncoder",
     },
 )
 
