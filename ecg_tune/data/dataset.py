@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ecg_tune.data.manifest import MANIFEST, Manifest
+from ecg_tune.data.schema import check_shard_meta, signal_column_bytes
 from ecg_tune.data.shards import LABEL_PREFIX
 from ecg_tune.data.store import SignalStore
 from ecg_tune.errors import DatasetError
@@ -281,6 +282,8 @@ def _read_meta(path: Path) -> tuple[Manifest, pa.Table | None, np.ndarray]:
         table = _read_shard(path / entry["file"], entry, None, verify=True, exclude=("signal",))
         if table.num_rows != entry["rows"]:
             raise DatasetError(f"{path / entry['file']}: {table.num_rows} rows, the manifest says {entry['rows']}")
+        where = path / entry["file"]
+        check_shard_meta(table, manifest, str(where), signal_column_bytes(pq.read_metadata(where)))
         tables.append(table)
     meta = pa.concat_tables(tables) if tables else None
     lengths = np.asarray(meta.column("n_samples"), dtype=np.int64) if meta is not None else np.zeros(0, np.int64)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ecg_tune.data.schema import check_manifest
 from ecg_tune.data.shards import atomic_write
 from ecg_tune.errors import DatasetError
 
@@ -70,6 +71,7 @@ class Manifest:
         missing = sorted(required - set(data))
         if missing:
             raise DatasetError(f"{where}: missing key(s) {', '.join(missing)}")
+        check_manifest(data, where)  # types and bounds, before anything is sized from them
         encoding = data.get("signal_encoding", {})
         if encoding.get("dtype", "int16") != "int16" or encoding.get("layout", "time-major") != "time-major":
             raise DatasetError(f"{where}: unsupported signal encoding {encoding}")

@@ -219,3 +219,29 @@ def test_a_valid_space_reaches_ray(tmp_path: Path, small_shards: Path, no_ray: N
     space = write_space(tmp_path / "s.yaml", small_space(small_shards))
     with pytest.raises(RayWouldStart):
         main(["sweep", str(space), "--storage", str(tmp_path / "sweeps")])
+
+
+# ------------------------------------------------------------------------------------------- digests (#14 item 8)
+def test_resume_refuses_data_that_changed_since_the_sweep_started(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 no_ray: None) -> None:
+    from types import SimpleNamespace
+
+    from ecg_tune.data import open_dataset
+    from ecg_tune.data.synthetic import write_synthetic
+    from ecg_tune.tune.preflight import dataset_digests
+    from ecg_tune.tune.sweep import SweepSettings
+
+    data = tmp_path / "data"
+    write_synthetic(data, n_records=60, seed=0)
+    sweep_dir = tmp_path / "sweeps" / "small"
+    sweep_dir.mkdir(parents=True)
+    write_space(sweep_dir / "sweep.yaml", small_space(data))
+    digests = dataset_digests(SimpleNamespace(datasets={str(data): open_dataset(data)}))
+    assert list(digests) == [str(data)] and len(digests[str(data)]) == 64
+    SweepSettings(name="small", sweep_dir=str(sweep_dir), tracking_uri="sqlite:///x.db", experiment_id="1",
+                  parent_run_id="r", dataset_paths=[str(data)], dataset_digests=digests).save()
+    with pytest.raises(RayWouldStart):  # unchanged data: resume goes ahead
+        main(["resume", str(sweep_dir)])
+    write_synthetic(data, n_records=60, seed=1)  # other records prepared into the same folder
+    line = _refused(capsys, ["resume", str(sweep_dir)], f"{data}: this dataset changed since sweep 'small' started")
+    assert "start a new sweep" in line
