@@ -171,7 +171,7 @@ def mean(history: list[dict[str, float]], key: str, part: slice) -> float:
 
 
 def test_registry_lists_the_methods() -> None:
-    assert METHODS.names() == ["byol", "cpc", "simclr", "supervised", "swav"]
+    assert METHODS.names() == ["byol", "cmsc", "cpc", "jepa", "mae", "simclr", "supervised", "swav"]
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

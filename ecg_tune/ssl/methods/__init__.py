@@ -20,8 +20,16 @@ METHODS = Registry(
         "swav": "ecg_tune.ssl.methods.swav:SwAV",
         "cpc": "ecg_tune.ssl.methods.cpc:CPC",
         "supervised": "ecg_tune.ssl.methods.supervised:Supervised",
+        "mae": "ecg_tune.ssl.methods.mae:MAE",
+        "jepa": "ecg_tune.ssl.methods.jepa:JEPA",
+        "cmsc": "ecg_tune.ssl.methods.cmsc:CMSC",
     },
 )
+
+
+def default_encoder(name: str) -> str:
+    """The encoder a method runs on when none is named (its `default_encoder`)."""
+    return str(METHODS[name].default_encoder)
 
 
 def build_method(name: str, params: dict[str, Any], encoder: Encoder) -> Method:
@@ -30,4 +38,4 @@ def build_method(name: str, params: dict[str, Any], encoder: Encoder) -> Method:
     return cls(encoder, check_params("method", cls.Params, params))
 
 
-__all__ = ["METHODS", "Augment", "Batch", "Method", "build_method"]
+__all__ = ["METHODS", "Augment", "Batch", "Method", "build_method", "default_encoder"]

@@ -32,6 +32,7 @@ class Method(nn.Module):
 
     Params: ClassVar[type]
     needs_labels: ClassVar[bool] = False
+    default_encoder: ClassVar[str] = "xresnet1d50"  # what `pretrain` uses when no encoder is named
 
     def __init__(self, encoder: Encoder, params: Any):
         super().__init__()

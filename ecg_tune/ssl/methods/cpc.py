@@ -49,6 +49,7 @@ class CPC(Method):
 
     Params = CPCParams
     params: CPCParams
+    default_encoder = "cpc_fc"
 
     def __init__(self, encoder: Encoder, params: CPCParams):
         if not getattr(encoder, "is_sequence", False):

@@ -1,0 +1,69 @@
+"""CMSC, contrastive multi-segment coding (CLOCS, Kiyasseh et al. ICML 2021).
+
+The positives of a segment are other segments of the same record: the method asks the trainer for a
+crop of two windows (`window_length` = 2 x data.window) and splits it into two adjacent, non-overlapping
+segments. Both go through the encoder (one forward pass over the concatenation), a linear projection to
+`proj_dim` and L2 normalisation; the loss is CLOCS' symmetric InfoNCE over the cross-segment cosine
+similarities: for s = z1 z2^T / temperature, the mean of cross_entropy(s, i -> i) and of
+cross_entropy(s^T, i -> i). Unlike NT-Xent, segments of the same side are not negatives of each other.
+
+Not here: CLOCS' CMLC/CMSMLC lead-wise variants, and the same-patient positives (the batch carries no
+patient ids: the loader yields windows and optional labels only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecg_tune.errors import ConfigError
+from ecg_tune.ssl.encoders.base import Encoder
+from ecg_tune.ssl.methods.base import Augment, Batch, Method
+
+
+@dataclass
+class CMSCParams:
+    temperature: float = 0.1  # CLOCS
+    proj_dim: int = 128  # CLOCS' embedding size
+    use_augment: bool = False  # CLOCS contrasts raw segments; the trainer's augmentations are optional
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError("method.temperature", f"must be > 0, got {self.temperature}")
+        if self.proj_dim < 1:
+            raise ConfigError("method.proj_dim", f"must be >= 1, got {self.proj_dim}")
+
+
+def cmsc_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, B) cosine similarities of L2-normalised embeddings over the temperature: row i = segment 1 of i."""
+    return F.normalize(z1.float(), dim=1) @ F.normalize(z2.float(), dim=1).T / temperature
+
+
+class CMSC(Method):
+    Params = CMSCParams
+    params: CMSCParams
+
+    def __init__(self, encoder: Encoder, params: CMSCParams):
+        super().__init__(encoder, params)
+        self.projector = nn.Linear(encoder.feature_dim, params.proj_dim)
+
+    def window_length(self, default: int) -> int:
+        return 2 * default
+
+    def training_step(self, batch: Batch, augment: Augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = batch.x
+        half = x.shape[-1] // 2
+        b = x.shape[0]
+        segments = [x[..., :half], x[..., half : 2 * half]]
+        if self.params.use_augment:  # each segment on its own: a crop must not mix the two
+            segments = [augment(s) for s in segments]
+        z = self.projector(self.encoder(torch.cat(segments)))
+        logits = cmsc_logits(z[:b], z[b:], self.params.temperature)
+        targets = torch.arange(b, device=logits.device)
+        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        with torch.no_grad():
+            accuracy = (logits.argmax(dim=1) == targets).float().mean()
+        return loss, {"loss": loss.detach(), "contrastive_accuracy": accuracy}
