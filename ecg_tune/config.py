@@ -93,6 +93,14 @@ class EvalConfig:
     bootstrap: int = 1000  # resamples of test records for the 95% CI
     noise_levels: list[str] = field(default_factory=lambda: ["L1", "L2", "L3", "L4", "L5", "L6"])
     label_folds: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    # label-efficiency and noise curves train this protocol: finetune (as the paper's figures) | linear
+    curve_protocol: str = "finetune"
+    # auto: the encoder's evaluation recipe (ssl/encoders/recipe.py, e.g. CPC's §6.2 lrs, epochs and 2FC
+    # head) replaces the keys above that are left at these generic §6.1 values; none: use them as given.
+    recipe: str = "auto"
+    # An epoch draws passes of one window per training record until it has made this many optimiser
+    # steps: on small training sets (hundreds of records) two steps per epoch leave a head untrained.
+    min_steps_per_epoch: int = 20
 
 
 @dataclass
@@ -233,6 +241,45 @@ def from_flat(flat: dict[str, Any]) -> TrialConfig:
             known = ", ".join(f"{section}.{n}" for n in hints if n != "params")
             raise ConfigError(key, f"unknown config key; known keys of {section!r}: {known}")
     return cfg
+
+
+# (key, bound, strict): every numeric knob's lower bound, in one place (sweeps, pretrain, evaluate).
+RANGES: list[tuple[str, float, bool]] = [
+    ("optim.lr", 0.0, True), ("optim.weight_decay", 0.0, False), ("optim.warmup_epochs", 0.0, False),
+    ("optim.grad_clip", 0.0, False), ("train.epochs", 1, False), ("train.batch_size", 1, False),
+    ("train.steps_per_epoch", 0, False), ("train.checkpoint_every", 1, False), ("data.window", 16, False),
+    ("data.eval_stride", 1, False), ("data.max_pretrain_records", 0, False), ("evaluation.probe_every", 1, False),
+    ("evaluation.probe_epochs", 1, False), ("evaluation.probe_max_records", 0, False),
+    ("evaluation.batch_size", 1, False), ("evaluation.linear_epochs", 1, False), ("evaluation.linear_lr", 0.0, True),
+    ("evaluation.linear_weight_decay", 0.0, False), ("evaluation.finetune_head_epochs", 0, False),
+    ("evaluation.finetune_epochs", 1, False), ("evaluation.finetune_lr", 0.0, True),
+    ("evaluation.finetune_weight_decay", 0.0, False), ("evaluation.finetune_discriminative_factor", 0.0, True),
+    ("evaluation.bootstrap", 0, False), ("evaluation.min_steps_per_epoch", 1, False),
+]
+# Upper bounds where a larger value is a typo, not a choice (an lr of 5 diverges at once).
+UPPER: list[tuple[str, float]] = [
+    ("optim.lr", 1.0), ("evaluation.linear_lr", 1.0), ("evaluation.finetune_lr", 1.0),
+    ("evaluation.finetune_discriminative_factor", 1.0),
+]
+CHOICES: dict[str, tuple[str, ...]] = {
+    "evaluation.curve_protocol": ("finetune", "linear"),
+    "evaluation.recipe": ("auto", "none"),
+}
+
+
+def check_ranges(cfg: TrialConfig) -> None:
+    """Raise ConfigError(key) for a knob outside its range (e.g. train.epochs=0, optim.lr=5)."""
+    flat = cfg.to_flat()
+    for key, low, strict in RANGES:
+        value = flat[key]
+        if (value <= low) if strict else (value < low):
+            raise ConfigError(key, f"must be {'above' if strict else 'at least'} {low:g}, got {value}")
+    for key, high in UPPER:
+        if flat[key] > high:
+            raise ConfigError(key, f"must be at most {high:g}, got {flat[key]}")
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            raise ConfigError(key, f"must be one of {', '.join(allowed)}, got {flat[key]!r}")
 
 
 def check_params(kind_key: str, params_cls: type, params: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@ import torch
 from ecg_tune.config import DataConfig, EvalConfig
 from ecg_tune.errors import ConfigError
 from ecg_tune.evaluate import runner
+from ecg_tune.evaluate.diagnostics import chance_warnings
 from ecg_tune.evaluate.heads import Classifier
 from ecg_tune.evaluate.metrics import bootstrap_ci, macro_auc
 from ecg_tune.evaluate.noise import CLEAN, NoiseLevel, noise_level
@@ -23,13 +24,16 @@ TRAIN_PROTOCOLS = ("linear", "finetune")
 
 
 def _train(
-    encoder: torch.nn.Module, task: Task, cfg: EvalConfig, seed: int, protocol: str, name: str
+    encoder: torch.nn.Module, task: Task, cfg: EvalConfig, seed: int, protocol: str, name: str,
+    header: dict[str, Any] | None = None,
 ) -> ProtocolResult:
+    recipe = runner.recipe_for(encoder, header)
+    cfg = runner.resolve(cfg, recipe)
     if protocol == "linear":
         return runner.linear_on_task(encoder, task, cfg, seed, "linear", name)
     if protocol == "finetune":
-        return runner.finetune_on_task(encoder, task, cfg, seed, "finetune", name)
-    raise ConfigError("evaluation.protocols", f"curves train with 'linear' or 'finetune', got {protocol!r}")
+        return runner.finetune_on_task(encoder, task, cfg, seed, "finetune", name, recipe)
+    raise ConfigError("evaluation.curve_protocol", f"curves train with 'linear' or 'finetune', got {protocol!r}")
 
 
 def _point(x: Any, result: ProtocolResult) -> CurvePoint:
@@ -77,11 +81,12 @@ def label_efficiency(
     seed: int = 0,
     folds_list: Sequence[int] | None = None,
     fractions: Sequence[float] | None = None,
-    protocol: str = "linear",
+    protocol: str | None = None,
 ) -> CurveResult:
     """The protocol trained on the first n of folds 1-8 for each n of `folds_list` (default
     eval.label_folds), or on `fractions` of the training records; validation and test unchanged."""
     label_set, eval_cfg, data_cfg = runner.defaults(label_set, eval_cfg, data_cfg)
+    protocol = protocol or eval_cfg.curve_protocol
     trained, header = runner.source(encoder)
     task = runner.task_for(header, dataset, label_set, data_cfg, device)
     runner.check_leads(trained, task)
@@ -89,13 +94,15 @@ def label_efficiency(
     if fractions is None and folds_list is None:
         folds_list = eval_cfg.label_folds
     points = []
+    warnings: list[str] = []
     settings: dict[str, Any] = {}
     for x, positions in train_subsets(task, dataset, folds_list, fractions, seed):
         folds = TRAIN_FOLDS[: int(x)] if fractions is None else TRAIN_FOLDS
         sub = task.with_train(task.train[positions], task.y_train[positions], tuple(folds))
-        result = _train(copy.deepcopy(trained), sub, eval_cfg, seed, protocol, name)
+        result = _train(copy.deepcopy(trained), sub, eval_cfg, seed, protocol, name, header)
         points.append(_point(x, result))
         settings = dict(result.settings)
+        warnings += [f"{x}: {w}" for w in result.warnings]
     settings.update(curve_protocol=protocol, train_folds=list(TRAIN_FOLDS))
     return CurveResult(
         protocol="label-efficiency",
@@ -106,6 +113,7 @@ def label_efficiency(
         settings=settings,
         n_val=len(task.val),
         n_test=len(task.test),
+        warnings=warnings,
     )
 
 
@@ -127,7 +135,7 @@ def noise_robustness(
     device: str | torch.device = "cpu",
     seed: int = 0,
     levels: Sequence[str | NoiseLevel] | None = None,
-    protocol: str = "linear",
+    protocol: str | None = None,
 ) -> CurveResult:
     """Record-level val and test macro AUC of a model trained on clean data, with every evaluation
     window noised at each level (default eval.noise_levels; the clean level L0 comes first).
@@ -136,6 +144,7 @@ def noise_robustness(
     Checkpoint / path, which is first trained once on clean data with `protocol` (linear/finetune).
     """
     label_set, eval_cfg, data_cfg = runner.defaults(label_set, eval_cfg, data_cfg)
+    protocol = protocol or eval_cfg.curve_protocol
     levels = list(eval_cfg.noise_levels if levels is None else levels)
     for level in levels:
         noise_level(level)  # fail on a bad level before any training
@@ -155,6 +164,7 @@ def noise_robustness(
         )
         if isinstance(model, ProtocolResult):
             selected = model.selected_epoch
+            protocol = model.protocol
         settings: dict[str, Any] = dict(model.settings) if isinstance(model, ProtocolResult) else {}
         n_train = model.n_train if isinstance(model, ProtocolResult) else len(task.train)
     else:
@@ -162,7 +172,7 @@ def noise_robustness(
         task = runner.task_for(header, dataset, label_set, data_cfg, device)
         runner.check_leads(trained, task)
         result = _train(
-            copy.deepcopy(trained), task, eval_cfg, seed, protocol, runner.encoder_name(trained, header)
+            copy.deepcopy(trained), task, eval_cfg, seed, protocol, runner.encoder_name(trained, header), header
         )
         classifier, selected, settings, n_train = (
             result.model,
@@ -171,9 +181,9 @@ def noise_robustness(
             result.n_train,
         )
     assert classifier is not None
-    if classifier.head.out_features != task.n_classes:
+    if classifier.n_classes != task.n_classes:
         raise ValueError(
-            f"the model predicts {classifier.head.out_features} classes, {label_set!r} has {task.n_classes}"
+            f"the model predicts {classifier.n_classes} classes, {label_set!r} has {task.n_classes}"
         )
     points = []
     for level in [CLEAN, *levels]:
@@ -196,6 +206,7 @@ def noise_robustness(
                 per_class={c: float(a) for c, a in zip(task.codes, per_class)},
             )
         )
+    warnings = chance_warnings(points[0].test_auc, points[0].test_ci, "clean test macro AUC")
     settings.update(
         curve_protocol=protocol, noise_levels={str(lv): list(noise_level(lv)) for lv in [CLEAN, *levels]}
     )
@@ -208,5 +219,6 @@ def noise_robustness(
         settings=settings,
         n_val=len(task.val),
         n_test=len(task.test),
+        warnings=warnings,
         model=classifier,
     )

@@ -147,3 +147,38 @@ def aggregate_windows(
         np.maximum.at(out, pos, scores)
         return out
     raise ValueError(f"unknown aggregation {how!r}; use 'mean' or 'max'")
+
+
+def present_classes(y_true: np.ndarray) -> np.ndarray:
+    """Boolean mask of the classes with at least one positive and one negative record."""
+    pos = np.asarray(y_true).astype(bool)
+    if pos.ndim == 1:
+        pos = pos[:, None]
+    n_pos = pos.sum(axis=0)
+    return (n_pos > 0) & (n_pos < pos.shape[0])
+
+
+def per_class_auprc(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """Average precision of each column (sklearn's step-wise AP); NaN where a column has no positive."""
+    from sklearn.metrics import average_precision_score
+
+    pos, score = _check(y_true, y_score)
+    out = np.full(pos.shape[1], np.nan)
+    for c in np.flatnonzero(pos.any(axis=0)):
+        out[c] = average_precision_score(pos[:, c], score[:, c])
+    return out
+
+
+def macro_summary(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float]:
+    """Macro AUROC with the paper's 0.5 convention, macro AUROC over present classes only, and macro
+    AUPRC over classes with a positive (AUPRC's chance level is each class's prevalence, not 0.5)."""
+    per_auc = per_class_auc(y_true, y_score)
+    present = present_classes(y_true)
+    auprc = per_class_auprc(y_true, y_score)
+    finite = np.isfinite(auprc)
+    return {
+        "auc": float(per_auc.mean()),
+        "auc_present": float(per_auc[present].mean()) if present.any() else float("nan"),
+        "auprc": float(auprc[finite].mean()) if finite.any() else float("nan"),
+        "n_present": int(present.sum()),
+    }

@@ -65,7 +65,8 @@ def linear(
     task = runner.task_for(header, dataset, label_set, data_cfg, device)
     runner.check_leads(trained, task)
     name = runner.encoder_name(trained, header)
-    return runner.linear_on_task(copy.deepcopy(trained), task, eval_cfg, seed, "linear", name)
+    cfg = runner.resolve(eval_cfg, runner.recipe_for(trained, header))
+    return runner.linear_on_task(copy.deepcopy(trained), task, cfg, seed, "linear", name)
 
 
 def finetune(
@@ -84,7 +85,9 @@ def finetune(
     task = runner.task_for(header, dataset, label_set, data_cfg, device)
     runner.check_leads(trained, task)
     name = runner.encoder_name(trained, header)
-    return runner.finetune_on_task(copy.deepcopy(trained), task, eval_cfg, seed, "finetune", name)
+    recipe = runner.recipe_for(trained, header)
+    cfg = runner.resolve(eval_cfg, recipe)
+    return runner.finetune_on_task(copy.deepcopy(trained), task, cfg, seed, "finetune", name, recipe)
 
 
 def supervised(
@@ -149,9 +152,11 @@ def _fresh(
     task = runner.task_for(header, dataset, label_set, data_cfg, device)
     encoder, name = runner.fresh_encoder(spec, task, seed)
     runner.check_leads(encoder, task)
+    recipe = runner.recipe_for(encoder, None)
+    cfg = runner.resolve(eval_cfg, recipe)
     if protocol == "random":
-        return runner.linear_on_task(encoder, task, eval_cfg, seed, "random", name)
-    return runner.finetune_on_task(encoder, task, eval_cfg, seed, "supervised", name)
+        return runner.linear_on_task(encoder, task, cfg, seed, "random", name)
+    return runner.finetune_on_task(encoder, task, cfg, seed, "supervised", name, recipe)
 
 
 def run_protocol(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,12 +15,15 @@ from torch import nn
 
 from ecg_tune.config import DataConfig, EncoderConfig, EvalConfig
 from ecg_tune.errors import CheckpointError, ConfigError
-from ecg_tune.evaluate.heads import Classifier, FitOutcome, discriminative_groups, fit
-from ecg_tune.evaluate.metrics import bootstrap_ci, macro_auc
+from ecg_tune.evaluate.diagnostics import chance_warnings, degenerate_warnings
+from ecg_tune.evaluate.fitting import FitOutcome, fit
+from ecg_tune.evaluate.heads import Classifier, discriminative_groups
+from ecg_tune.evaluate.metrics import bootstrap_ci, macro_auc, macro_summary, per_class_auprc, present_classes
 from ecg_tune.evaluate.results import ProtocolResult
-from ecg_tune.evaluate.scoring import predict_records
+from ecg_tune.evaluate.scoring import predict_records, window_features
 from ecg_tune.evaluate.task import TEST_FOLDS, VAL_FOLDS, Task, make_task
 from ecg_tune.ssl.encoders.base import Encoder
+from ecg_tune.ssl.encoders.recipe import XRESNET, EvalRecipe
 
 # --- inputs ------------------------------------------------------------------------------------------
 
@@ -122,20 +126,48 @@ def fresh_encoder(spec: Any, task: Task, seed: int) -> tuple[nn.Module, str]:
     raise TypeError(f"cannot build a fresh encoder from {type(spec).__name__}")
 
 
+# --- recipes -----------------------------------------------------------------------------------------
+
+
+def recipe_for(encoder: nn.Module, header: dict[str, Any] | None) -> EvalRecipe:
+    """The evaluation recipe of the encoder's architecture (the class carries it)."""
+    if header is not None:
+        from ecg_tune.ssl.encoders import ENCODERS
+
+        name = header.get("encoder", {}).get("name")
+        if name in ENCODERS:
+            return cast(EvalRecipe, ENCODERS[name].eval_recipe)
+    return cast(EvalRecipe, getattr(type(encoder), "eval_recipe", XRESNET))
+
+
+def resolve(cfg: EvalConfig, recipe: EvalRecipe) -> EvalConfig:
+    """With `evaluation.recipe: auto`, the recipe's values replace the keys left at EvalConfig's
+    generic (§6.1) defaults; keys a user set to another value are kept."""
+    if cfg.recipe != "auto" or not recipe.defaults:
+        return cfg
+    generic = EvalConfig()
+    changes = {k: v for k, v in recipe.defaults.items() if getattr(cfg, k) == getattr(generic, k)}
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
 # --- shared training steps ---------------------------------------------------------------------------
 
 
-def make_classifier(encoder: nn.Module, task: Task, seed: int) -> Classifier:
+def make_classifier(
+    encoder: nn.Module, task: Task, seed: int, head: str = "linear", recipe: EvalRecipe | None = None
+) -> Classifier:
     with seeded(seed):
         # Any module with `feature_dim` (and `layer_groups()` for finetuning) works as an encoder.
-        model = Classifier(cast(Encoder, encoder), task.n_classes, task.normalization, task.n_leads)
+        model = Classifier(
+            cast(Encoder, encoder), task.n_classes, task.normalization, task.n_leads, head=head, recipe=recipe
+        )
     return model.to(task.device)
 
 
 def train_linear(
     model: Classifier, task: Task, cfg: EvalConfig, seed: int, phase: str, epochs: int, first_epoch: int = 0
 ) -> FitOutcome:
-    """Train only the head on the frozen encoder (linear_lr, linear_weight_decay)."""
+    """Train only the head on the frozen encoder (linear_lr, linear_weight_decay), on cached features."""
     model.freeze_encoder(True)
     groups = [{"params": list(model.head.parameters()), "lr": cfg.linear_lr, "name": "head"}]
     return fit(
@@ -148,6 +180,7 @@ def train_linear(
         seed=seed,
         phase=phase,
         first_epoch=first_epoch,
+        min_steps=cfg.min_steps_per_epoch,
     )
 
 
@@ -157,19 +190,18 @@ def run_linear(encoder: nn.Module, task: Task, cfg: EvalConfig, seed: int) -> tu
 
 
 def run_finetune(
-    encoder: nn.Module, task: Task, cfg: EvalConfig, seed: int, factor: float, head_epochs: int
+    encoder: nn.Module, task: Task, cfg: EvalConfig, seed: int, factor: float, head_epochs: int,
+    recipe: EvalRecipe = XRESNET,
 ) -> tuple[Classifier, FitOutcome]:
-    model = make_classifier(encoder, task, seed)
+    model = make_classifier(encoder, task, seed, head=recipe.head, recipe=recipe)
     history: list[dict[str, Any]] = []
     head = None
     if head_epochs > 0:
-        # Head-only warm-up = a linear evaluation (encoder frozen, linear lr), continued from its best head.
+        # Head-only warm-up (encoder frozen, linear lr), continued from its best head.
         head = train_linear(model, task, cfg, seed, "head", head_epochs)
         history += head.history
         if head.best_state is not None:
             model.load_state_dict(head.best_state)
-    if cfg.finetune_epochs <= 0 and head is not None:
-        return model, head
     model.freeze_encoder(False)
     groups = discriminative_groups(model, cfg.finetune_lr, factor)
     full = fit(
@@ -182,7 +214,10 @@ def run_finetune(
         seed=seed,
         phase="finetune",
         first_epoch=max(head_epochs, 0),
+        min_steps=cfg.min_steps_per_epoch,
     )
+    if head is not None and head.best_val > full.best_val:
+        full.best_state, full.best_val, full.selected_epoch = head.best_state, head.best_val, head.selected_epoch
     full.history = history + full.history
     return model, full
 
@@ -202,12 +237,14 @@ def make_settings(
         "val_folds": list(VAL_FOLDS),
         "test_folds": list(TEST_FOLDS),
         "batch_size": cfg.batch_size,
+        "min_steps_per_epoch": cfg.min_steps_per_epoch,
+        "feature_standardisation": "training-set z-score before the head",
         "bootstrap": cfg.bootstrap,
         "seed": seed,
         "device": str(task.device),
     }
     if protocol in ("linear", "random"):
-        out.update(epochs=cfg.linear_epochs, lr=cfg.linear_lr, weight_decay=cfg.linear_weight_decay)
+        out.update(epochs=cfg.linear_epochs, lr=cfg.linear_lr, weight_decay=cfg.linear_weight_decay, head="linear")
     else:
         out.update(
             epochs=cfg.finetune_epochs,
@@ -236,9 +273,15 @@ def finish(
         val_auc = outcome.best_val
     else:  # no training epoch: the initial state is the selected one
         val_auc = macro_auc(task.y_val, predict_records(model, task, task.val))[0]
+    settings = {**settings, "steps_per_epoch": outcome.steps_per_epoch}
     test_scores = predict_records(model, task, task.test)
     test_auc, per_class = macro_auc(task.y_test, test_scores)
+    summary = macro_summary(task.y_test, test_scores)
+    auprc = per_class_auprc(task.y_test, test_scores)
+    present = present_classes(task.y_test)
     ci = bootstrap_ci(task.y_test, test_scores, n_resamples=cfg.bootstrap, seed=seed)
+    features, _ = window_features(nn.Sequential(model.normalize, model.encoder), task, task.val[:64], task.device)
+    warnings = chance_warnings(test_auc, ci) + degenerate_warnings(test_scores, features)
     return ProtocolResult(
         protocol=protocol,
         label_set=task.label_set,
@@ -253,6 +296,14 @@ def finish(
         n_train=len(task.train),
         n_val=len(task.val),
         n_test=len(task.test),
+        test_auc_present=summary["auc_present"],
+        test_auprc=summary["auprc"],
+        absent_classes=[c for c, p in zip(task.codes, present) if not p],
+        per_class_auprc={c: float(a) for c, a in zip(task.codes, auprc)},
+        warnings=warnings,
+        test_scores=test_scores.astype(np.float32),
+        test_targets=task.y_test.astype(np.uint8),
+        record_ids=list(task.test_ids) if len(task.test_ids) == len(task.test) else None,
         model=model,
     )
 
@@ -265,14 +316,15 @@ def linear_on_task(
 
 
 def finetune_on_task(
-    encoder: nn.Module, task: Task, cfg: EvalConfig, seed: int, protocol: str, name: str
+    encoder: nn.Module, task: Task, cfg: EvalConfig, seed: int, protocol: str, name: str,
+    recipe: EvalRecipe = XRESNET,
 ) -> ProtocolResult:
     if protocol == "supervised":  # training from scratch: one lr for every layer, no head warm-up
         factor, head_epochs = 1.0, 0
     else:
         factor, head_epochs = cfg.finetune_discriminative_factor, cfg.finetune_head_epochs
-    model, outcome = run_finetune(encoder, task, cfg, seed, factor, head_epochs)
-    settings = make_settings(task, cfg, seed, protocol, name, factor=factor)
+    model, outcome = run_finetune(encoder, task, cfg, seed, factor, head_epochs, recipe)
+    settings = make_settings(task, cfg, seed, protocol, name, factor=factor, recipe=recipe.name, head=recipe.head)
     return finish(model, outcome, task, cfg, seed, protocol, settings)
 
 

@@ -45,6 +45,7 @@ class Task:
     aggregate: str
     device: torch.device
     train_folds: tuple[int, ...] = TRAIN_FOLDS
+    test_ids: tuple[str, ...] = ()  # record ids of `test`, for per-record score files
 
     @property
     def n_leads(self) -> int:
@@ -161,8 +162,12 @@ def make_task(
     codes = [str(c) for c in dataset.label_vocabulary(label_set)]
     train, y_train = _split(dataset, label_set, TRAIN_FOLDS, "training")
     val, y_val = _split(dataset, label_set, VAL_FOLDS, "validation")
+    test_ids: tuple[str, ...] = ()
     if with_test:
         test, y_test = _split(dataset, label_set, TEST_FOLDS, "test")
+        records = getattr(dataset, "records", None)
+        if records is not None and "record_id" in getattr(records, "columns", ()):
+            test_ids = tuple(str(v) for v in records["record_id"].to_numpy()[test])
     else:
         test, y_test = np.zeros(0, dtype=np.int64), np.zeros((0, len(codes)), dtype=np.float32)
     return Task(
@@ -183,4 +188,5 @@ def make_task(
         stride=int(data_cfg.eval_stride),
         aggregate=data_cfg.aggregate,
         device=torch.device(device),
+        test_ids=test_ids,
     )

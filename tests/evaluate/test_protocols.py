@@ -222,7 +222,7 @@ def test_test_fold_is_scored_exactly_once(dataset: FakeDataset, monkeypatch: pyt
         return real(model, task, rows, **kw)
 
     monkeypatch.setattr(runner, "predict_records", counting)
-    monkeypatch.setattr("ecg_tune.evaluate.heads.predict_records", counting)
+    monkeypatch.setattr("ecg_tune.evaluate.fitting.predict_records", counting)
     finetune(
         _encoder(),
         dataset,
@@ -231,24 +231,25 @@ def test_test_fold_is_scored_exactly_once(dataset: FakeDataset, monkeypatch: pyt
         data_cfg=DATA,
     )
     assert calls.count("test") == 1 and calls[-1] == "test"  # once, after all validation epochs
-    assert calls.count("other") == 4
+    # Head-only epochs score fold 9 from cached features; the 2 finetuning epochs run the model.
+    assert calls.count("other") == 2
 
 
 def test_selection_restores_the_state_of_the_best_validation_epoch(
     dataset: FakeDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ecg_tune.evaluate.heads as heads
+    import ecg_tune.evaluate.fitting as fitting
 
     val_aucs = iter([0.6, 0.9, 0.7, 0.9])  # best at epoch 2 (ties keep the earliest)
     heads_seen: list[torch.Tensor] = []
-    real_predict = heads.predict_records
+    real_scores = fitting.cached_scores
 
-    def spy_predict(model: Classifier, task: Any, rows: np.ndarray, **kw: Any) -> np.ndarray:
+    def spy_scores(model: Classifier, *args: Any) -> np.ndarray:
         heads_seen.append(model.head.weight.detach().clone())
-        return real_predict(model, task, rows, **kw)
+        return real_scores(model, *args)
 
-    monkeypatch.setattr(heads, "predict_records", spy_predict)
-    monkeypatch.setattr(heads, "macro_auc", lambda y, s: (next(val_aucs), None))
+    monkeypatch.setattr(fitting, "cached_scores", spy_scores)
+    monkeypatch.setattr(fitting, "macro_auc", lambda y, s: (next(val_aucs), None))
     result = linear(_encoder(), dataset, label_set="freq", eval_cfg=_cfg(linear_epochs=4), data_cfg=DATA)
     assert [h["val_auc"] for h in result.history] == [0.6, 0.9, 0.7, 0.9]
     assert result.selected_epoch == 2 and result.val_auc == 0.9
@@ -418,7 +419,7 @@ def test_result_json_and_table(linear_result: Any, tmp_path: Any) -> None:
     assert data["protocol"] == "linear" and "model" not in data
     assert data["test_auc"] == pytest.approx(result.test_auc)
     assert data["test_ci"] == list(result.test_ci) and set(data["per_class"]) == {"f3", "f8", "f17"}
-    assert data["history"][0].keys() == {"epoch", "phase", "train_loss", "val_auc"}
+    assert data["history"][0].keys() == {"epoch", "phase", "train_loss", "val_auc", "steps"}
     table = format_result(result)
     assert f"{result.test_auc:.4f}" in table and "selected epoch" in table
 

@@ -187,7 +187,7 @@ def test_layer_groups_cover_every_parameter_once(name: str) -> None:
 
 def test_layer_group_layout() -> None:
     assert len(build("xresnet1d50").layer_groups()) == 5  # stem, stage1..stage4
-    assert len(build("cpc_fc").layer_groups()) == 3  # local encoder, LSTM layer 0, LSTM layer 1
+    assert len(build("cpc_fc").layer_groups()) == 2  # local encoder, LSTM (the paper's CPC groups, §6.2)
     assert len(build("lstm").layer_groups()) == 2  # LSTM layers 0, 1
     assert len(build("inception1d").layer_groups()) == 2  # two residual units of three blocks
     stem = build("xresnet1d50").layer_groups()[0]

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ecg_tune.ssl.encoders.recipe import XRESNET, EvalRecipe
+
 
 class Encoder(nn.Module):
     """Maps (B, leads, T) to pooled features (B, feature_dim).
@@ -15,10 +17,12 @@ class Encoder(nn.Module):
     `forward_local(x) -> z (B, T', local_dim)` (per-step encoder output) and
     `forward_context(z) -> c (B, T', context_dim)` (autoregressive context).
     `layer_groups()` lists parameter groups from input to output for discriminative learning rates.
+    `eval_recipe` is how the paper evaluates this architecture (head, learning rates, epochs).
     """
 
     Params: ClassVar[type]
     is_sequence: ClassVar[bool] = False
+    eval_recipe: ClassVar[EvalRecipe] = XRESNET
     feature_dim: int
     local_dim: int = 0
     context_dim: int = 0

@@ -13,13 +13,15 @@ quoted in anchor notes §4.3).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.encoders.base import Encoder
-from ecg_tune.ssl.encoders.lstm import check_positive, concat_pool_time, lstm_layer_groups
+from ecg_tune.ssl.encoders.lstm import check_positive, concat_pool_time
+from ecg_tune.ssl.encoders.recipe import CPC, EvalRecipe
 
 
 @dataclass
@@ -47,6 +49,7 @@ class CPCEncoder(Encoder):
     """Shared part: `self.local` maps (B, leads, T) to (B, hidden, T'); an LSTM gives the context."""
 
     is_sequence = True
+    eval_recipe: ClassVar[EvalRecipe] = CPC
     local: nn.Sequential
 
     def _build_context(self, hidden: int, layers: int) -> None:
@@ -65,7 +68,8 @@ class CPCEncoder(Encoder):
         return concat_pool_time(self.forward_context(self.forward_local(x)))
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
-        return [list(self.local.parameters())] + lstm_layer_groups(self.lstm)
+        # Two groups as in the paper's CPC finetuning (§6.2): local encoder, then the whole LSTM.
+        return [list(self.local.parameters()), list(self.lstm.parameters())]
 
 
 class CPCFC(CPCEncoder):

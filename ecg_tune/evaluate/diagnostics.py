@@ -1,0 +1,53 @@
+"""Warnings a result carries when it is no better than chance or its classifier is degenerate.
+
+A number is only worth publishing when it says what it rests on; these checks catch the classes of
+failure behind issue #14 (a head scoring below chance, near-constant scores, collapsed embeddings).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+COLLAPSE_COSINE = 0.99  # mean pairwise cosine similarity of window embeddings above this = collapsed
+CONSTANT_SCORE_STD = 1e-4  # median over classes of the record-score spread below this = constant
+COSINE_SAMPLE = 512
+
+
+def chance_warnings(auc: float, ci: tuple[float, float], what: str = "test macro AUC") -> list[str]:
+    low, high = ci
+    if math.isfinite(high) and high < 0.5:
+        return [f"{what} {auc:.3f} is BELOW CHANCE (95% CI [{low:.3f}, {high:.3f}] lies below 0.5)"]
+    if math.isfinite(low) and low <= 0.5:
+        return [f"{what} {auc:.3f} is not distinguishable from chance (95% CI [{low:.3f}, {high:.3f}] contains 0.5)"]
+    if not math.isfinite(low) and auc <= 0.5:
+        return [f"{what} {auc:.3f} is no better than chance"]
+    return []
+
+
+def mean_pairwise_cosine(features: torch.Tensor, sample: int = COSINE_SAMPLE, seed: int = 0) -> float:
+    """Mean cosine similarity over distinct pairs of (a seeded sample of) feature rows."""
+    x = features.detach().float().cpu()
+    if len(x) > sample:
+        idx = torch.from_numpy(np.random.default_rng(seed).choice(len(x), sample, replace=False))
+        x = x[idx]
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    x = torch.nn.functional.normalize(x, dim=1)
+    sim = x @ x.T
+    return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
+
+
+def degenerate_warnings(scores: np.ndarray, features: torch.Tensor | None) -> list[str]:
+    out = []
+    spread = np.median(np.asarray(scores, dtype=np.float64).std(axis=0)) if len(scores) > 1 else 0.0
+    if spread < CONSTANT_SCORE_STD:
+        out.append(f"near-constant scores: the median spread of a class's record scores is {spread:.2g}")
+    if features is not None:
+        cos = mean_pairwise_cosine(features)
+        if math.isfinite(cos) and cos > COLLAPSE_COSINE:
+            out.append(f"collapsed embeddings: mean pairwise cosine similarity of windows is {cos:.4f}")
+    return out
