@@ -101,9 +101,15 @@ _DATA_KEYS = ("data.pretrain", "data.downstream", "data.exclude_leakage", "data.
 def _candidates(spec: SweepSpec) -> list[tuple[dict[str, Any], dict[str, str]]]:
     fixed = spec.fixed_flat()
     if spec.ablation is not None:
-        return [({**fixed, **c}, {}) for c in spec.ablation.grid()]
-    fixed_paths = {k: f"fixed.{k}" for k in spec.fixed}
-    return [({**fixed, **flat}, {**fixed_paths, **paths}) for flat, paths in _branch_configs(spec.space, "space")]
+        where = {**{k: f"fixed.{k}" for k in spec.fixed}, **{k: f"ablation.baseline.{k}" for k in spec.ablation.baseline}}
+        out = [({**fixed, **c}, dict(where)) for c in spec.ablation.grid()]
+    else:
+        fixed_paths = {k: f"fixed.{k}" for k in spec.fixed}
+        out = [({**fixed, **flat}, {**fixed_paths, **paths}) for flat, paths in _branch_configs(spec.space, "space")]
+    for flat, _ in out:  # corpus names (`cinc,chapman`) become the paths the sweep opened
+        if flat.get("data.pretrain"):
+            flat["data.pretrain"] = spec.resolve_pretrain(flat["data.pretrain"])
+    return out
 
 
 def _largest(nodes: list, key: str, found: list[tuple[int, str]], path: str = "space") -> None:
@@ -122,6 +128,7 @@ def _largest(nodes: list, key: str, found: list[tuple[int, str]], path: str = "s
 def check_data(spec: SweepSpec, datasets: dict[str, Any]) -> None:
     """Batch size against the usable pretraining records, and the label set of the downstream data."""
     from ecg_tune.config import TrialConfig
+    from ecg_tune.data import open_dataset
     from ecg_tune.ssl.pretrain import prepare_data
 
     seen: set[tuple] = set()
@@ -129,7 +136,8 @@ def check_data(spec: SweepSpec, datasets: dict[str, Any]) -> None:
         cfg = TrialConfig.from_flat({k: v for k, v in flat.items() if not k.startswith("_")})
         if cfg.data.downstream:
             try:
-                datasets[cfg.data.downstream]._set(cfg.data.label_set)
+                downstream = datasets.get(cfg.data.downstream) or open_dataset(cfg.data.downstream)
+                downstream._set(cfg.data.label_set)
             except DatasetError as exc:
                 raise ConfigError(paths.get("data.label_set", "data.label_set"), str(exc)) from None
         if cfg.train.steps_per_epoch:
@@ -141,7 +149,7 @@ def check_data(spec: SweepSpec, datasets: dict[str, Any]) -> None:
         if key in seen and len(sizes) == 1:
             continue
         seen.add(key)
-        pool = prepare_data(cfg, open_fn=datasets.__getitem__)
+        pool = prepare_data(cfg, open_fn=lambda p: datasets[p] if p in datasets else open_dataset(p))
         lengths = pool.store.lengths[pool.indices]
         usable = len(lengths) if cfg.method.name == "cpc" else int((lengths >= cfg.data.window).sum())
         batch, where = max(sizes)
