@@ -156,7 +156,9 @@ def build_report(
 _ABLATION_INTRO = (
     "<p>Per cell: complete seeds, mean [95% CI] of each metric (t-interval over seeds; with one seed "
     "the protocol's bootstrap CI over test records where it has one), and Δ = cell − baseline with its "
-    "Welch 95% CI and p-value (* p &lt; 0.05). Failed = trials of the cell that did not complete.</p>"
+    "Welch 95% CI and p-value over seeds (* p &lt; 0.05, unadjusted: descriptive; which differences are "
+    "significant is decided by the paired, Holm-adjusted test below). Failed = trials of the cell that did not "
+    "complete.</p>"
 )
 
 
@@ -297,7 +299,7 @@ def _print(rec: SweepRecord, board: pd.DataFrame, ablation: pd.DataFrame, paper:
         _rich(console, f"{rec.name}: leaderboard ({rec.mode} {rec.objective}; top {TERMINAL_ROWS})", shown)
     if not ablation.empty:
         metrics = [rec.objective] + [m for m in dict.fromkeys(ablation["metric"]) if m.endswith(".test_auc")]
-        _rich(console, "ablation: mean [95% CI], Δ to baseline (Welch; * p < 0.05)",
+        _rich(console, "ablation: mean [95% CI], Δ to baseline (Welch over seeds; * p < 0.05 unadjusted)",
               ablation_long(ablation[ablation["n"] > 0], metrics))
     if paired is not None and not paired.empty:
         _rich(console, "paired test vs baseline (same test records; Holm-adjusted across the table)", paired_display(paired))

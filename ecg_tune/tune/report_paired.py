@@ -56,26 +56,44 @@ def _counts(indices: np.ndarray, n: int) -> np.ndarray:
     return np.stack([np.bincount(row, minlength=n) for row in indices]).astype(np.float64)
 
 
+_MATRIX_LIMIT = 4_000_000  # positives × negatives of a class up to which the pairwise (BLAS) path is used
+
+
 def class_aucs(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC-AUC of every class under each row of record weights (bootstrap multiplicities).
 
     scores, targets: (n, C); weights: (B, n). Returns (B, C), NaN where a class has no positive or no
-    negative weight. AUC = P(score of a positive > score of a negative) + ½ P(tie), by sorting each
-    class once and summing the weights of lower-scored negatives per tied score group.
+    negative weight. AUC = P(score of a positive > score of a negative) + ½ P(tie) under the weights:
+    for a class with few positives (most of PTB-XL's 71), one matrix product with the pairwise
+    comparison matrix of its positives and negatives; otherwise by sorting the class once and summing
+    the weights of lower-scored negatives per tied score group.
     """
-    n, n_classes = scores.shape
+    n_classes = scores.shape[1]
     out = np.full((weights.shape[0], n_classes), np.nan)
+    wt = np.ascontiguousarray(weights.T, dtype=np.float64)  # (n, B): gathering records copies whole rows
     for c in range(n_classes):
-        order = np.argsort(scores[:, c], kind="mergesort")
-        s, y = scores[order, c], targets[order, c].astype(bool)
-        w = weights[:, order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first index of each tied score group
-        pos = np.add.reduceat(w * y, starts, axis=1)
-        neg = np.add.reduceat(w * ~y, starts, axis=1)
-        below = np.cumsum(neg, axis=1) - neg
-        p_total, n_total = pos.sum(axis=1), neg.sum(axis=1)
+        y = targets[:, c].astype(bool)
+        pos_idx, neg_idx = np.flatnonzero(y), np.flatnonzero(~y)
+        if len(pos_idx) == 0 or len(neg_idx) == 0:
+            continue
+        if len(pos_idx) * len(neg_idx) <= _MATRIX_LIMIT:
+            sp, sn = scores[pos_idx, c][:, None], scores[neg_idx, c][None, :]
+            pairs = (sp > sn).astype(np.float64) + 0.5 * (sp == sn)  # (P, N)
+            wp, wn = wt[pos_idx], wt[neg_idx]
+            num = ((pairs.T @ wp) * wn).sum(axis=0)
+            p_total, n_total = wp.sum(axis=0), wn.sum(axis=0)
+        else:
+            order = np.argsort(scores[:, c], kind="mergesort")
+            s, ys = scores[order, c], y[order]
+            w = wt[order]
+            starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first index of each tied score group
+            pos = np.add.reduceat(w * ys[:, None], starts, axis=0)
+            neg = np.add.reduceat(w * ~ys[:, None], starts, axis=0)
+            below = np.cumsum(neg, axis=0) - neg
+            num = (pos * (below + 0.5 * neg)).sum(axis=0)
+            p_total, n_total = pos.sum(axis=0), neg.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (p_total * n_total)
+            auc = num / (p_total * n_total)
         out[:, c] = np.where((p_total > 0) & (n_total > 0), auc, np.nan)
     return out
 

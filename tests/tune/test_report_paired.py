@@ -39,6 +39,20 @@ def test_class_aucs_equal_sklearn_on_the_resampled_records(seed: int, n: int, n_
                 assert math.isnan(got[b, c])
 
 
+def test_sorted_path_for_large_classes_equals_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ecg_tune.tune.report_paired as paired
+
+    monkeypatch.setattr(paired, "_MATRIX_LIMIT", 0)  # every class through the sort-and-cumsum path
+    rng = np.random.default_rng(7)
+    scores = rng.integers(0, 6, size=(50, 3)) / 6.0
+    targets = (rng.random((50, 3)) < 0.5).astype(np.uint8)
+    idx = rng.integers(0, 50, size=(4, 50))
+    got = paired.class_aucs(scores, targets, np.stack([np.bincount(r, minlength=50) for r in idx]).astype(float))
+    for b in range(4):
+        for c in range(3):
+            assert got[b, c] == pytest.approx(roc_auc_score(targets[idx[b], c], scores[idx[b], c]), abs=1e-12)
+
+
 def test_tiny_paired_bootstrap_by_hand() -> None:
     targets = np.array([[1], [0], [1], [0]], dtype=np.uint8)
     a = np.array([[0.9], [0.1], [0.8], [0.2]])  # AUC 1
