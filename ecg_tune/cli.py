@@ -127,11 +127,17 @@ def _remove_if_empty(folder: Path | None) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ecg_tune.config import TrialConfig
+    from ecg_tune.config import TrialConfig, check_ranges
+    from ecg_tune.errors import ConfigError
     from ecg_tune.evaluate.protocols import evaluate_checkpoint, format_result
 
     overrides = _overrides(args.set)
+    for key in overrides:
+        if not key.startswith(("evaluation.", "data.")):
+            # Pretraining keys would be accepted and silently ignored: the checkpoint is already trained.
+            raise ConfigError(key, "evaluate takes only evaluation.* and data.* keys (the encoder is already trained)")
     cfg = TrialConfig.from_flat({**TrialConfig().to_flat(), **overrides})
+    check_ranges(cfg)
     result = evaluate_checkpoint(
         args.checkpoint, args.data, args.protocol, args.label_set, Path(args.out),
         eval_cfg=cfg.evaluation, data_cfg=cfg.data, seed=args.seed,

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ecg_tune.tune.best import RULE
+from ecg_tune.tune.csvsafe import safe_frame
 from ecg_tune.tune.report_data import SweepRecord, open_sweep
 from ecg_tune.tune.report_html import (
     LEADERBOARD_ROWS,
@@ -111,7 +112,7 @@ def build_report(
 
     sections: list[Section] = []
     board = leaderboard(rec)
-    board.to_csv(out / "leaderboard.csv", index=False)
+    safe_frame(board).to_csv(out / "leaderboard.csv", index=False)
     shown = table_html(leaderboard_display(board), max_rows=LEADERBOARD_ROWS, table_id="leaderboard")
     sections.append(Section("Leaderboard", _leaderboard_intro(rec) + shown, "leaderboard"))
 
@@ -120,22 +121,22 @@ def build_report(
     ablation = ablation_table(rec)
     paired = paired_table(rec, n_boot=paired_resamples)
     if not ablation.empty:
-        ablation.to_csv(out / "ablation.csv", index=False)
+        safe_frame(ablation).to_csv(out / "ablation.csv", index=False)
         body = _ABLATION_INTRO + table_html(ablation_display(ablation), table_id="ablation")
         if not paired.empty:
-            paired.to_csv(out / "paired.csv", index=False)
+            safe_frame(paired).to_csv(out / "paired.csv", index=False)
             body += _PAIRED_INTRO.format(n_boot=paired_resamples) + table_html(paired_display(paired), table_id="paired")
         sections.append(Section("Ablation", body, "ablation"))
 
     paper = paper_table(rec)
-    paper.to_csv(out / "paper_table.csv", index=False)
+    safe_frame(paper).to_csv(out / "paper_table.csv", index=False)
     sections.append(Section("Paper table", _paper_intro() + table_html(paper_display(paper).drop(columns=["differs from the paper"]),
                                                                       table_id="paper") + _caveats_html(paper), "paper"))
 
     images = _plots(rec, out, sections)
     for protocol, table in curve_tables(rec).items():
         stem = protocol.replace("-", "_")
-        table.to_csv(out / f"{stem}.csv", index=False)
+        safe_frame(table).to_csv(out / f"{stem}.csv", index=False)
         body = table_html(curve_display(table), table_id=stem)
         png = plot_curve(table, protocol, out / f"{stem}.png")
         if png:
@@ -194,7 +195,7 @@ def _plots(rec: SweepRecord, out: Path, sections: list[Section]) -> list[Path]:
         body.append(image_html(parallel, "parallel coordinates"))
     importances, note = param_importances(rec)
     if importances:
-        pd.DataFrame({"param": list(importances), "importance": list(importances.values())}).to_csv(out / "importance.csv", index=False)
+        safe_frame(pd.DataFrame({"param": list(importances), "importance": list(importances.values())})).to_csv(out / "importance.csv", index=False)
         png = plot_importance(importances, out / "importance.png")
         if png:
             body.append(image_html(png, "hyperparameter importance"))
@@ -253,17 +254,17 @@ def _results_sections(rec: SweepRecord, out: Path, sections: list[Section]) -> t
     results, randoms, per_class = results_table(rec), random_baselines(rec), per_class_table(rec)
     body = []
     if not results.empty:
-        results.to_csv(out / "results.csv", index=False)
+        safe_frame(results).to_csv(out / "results.csv", index=False)
         body.append(_RESULTS_INTRO + table_html(results_display(results), table_id="results"))
     if not randoms.empty:
-        randoms.to_csv(out / "random_baselines.csv", index=False)
+        safe_frame(randoms).to_csv(out / "random_baselines.csv", index=False)
         body.append("<h3>Random-init baselines</h3><p>Frozen randomly initialised encoder + linear head "
                     "(<code>random</code> protocol) for each encoder, next to its best linear evaluation.</p>"
                     + table_html(random_display(randoms), table_id="random_baselines"))
     if body:
         sections.append(Section("Results", "\n".join(body), "results"))
     if not per_class.empty:
-        per_class.to_csv(out / "per_class.csv", index=False)
+        safe_frame(per_class).to_csv(out / "per_class.csv", index=False)
         parts = [f"<h3>{html.escape(p)}</h3>" + table_html(per_class_display(per_class, p), table_id=f"per_class_{p}")
                  for p in dict.fromkeys(per_class["protocol"])]
         sections.append(Section("Per-class results", "<p>Test AUROC / AUPRC per class (mean over the group's "

@@ -77,7 +77,7 @@ def test_defaults_are_the_pretraining_values_of_the_paper():
         return dataclasses.asdict(AUGMENTATIONS[name].Params())
 
     assert defaults("gaussian_noise") == {"sigma": 0.005}
-    assert defaults("random_resized_crop") == {"min_fraction": 0.5, "max_fraction": 1.0}
+    assert defaults("random_resized_crop") == {"min_fraction": 0.5, "max_fraction": 1.0, "interior": "subset"}
     assert defaults("timeout") == {"min_fraction": 0.2, "max_fraction": 0.4}
     assert defaults("channel_resize") == {"min_gain": 0.5, "max_gain": 2.0}
     assert defaults("dynamic_time_warp") == {"warps": 3, "radius": 10, "step": 2}
