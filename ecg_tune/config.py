@@ -30,7 +30,7 @@ class DataConfig:
     window: int = 250  # 2.5 s at 100 Hz; CPC pretrains on whole records (see method)
     eval_stride: int = 125
     aggregate: str = "mean"  # record score from window scores: mean | max
-    normalize: bool = False  # per-lead z-score with the manifest's training-fold statistics
+    normalize: bool = False  # per-lead z-score with the paper's fixed PTB-XL statistics (data/normalization.py)
     leads: str = ""  # comma-separated subset of lead names; "" = all leads of the dataset
     exclude_leakage: bool = True  # drop downstream val/test records (id or signal hash) from pretraining
     max_pretrain_records: int = 0  # 0 = all

@@ -26,6 +26,12 @@ def test_version_and_help() -> None:
         (("prepare", "ptbxl", "/nonexistent/ptbxl", "/tmp/ecg-tune-never"), "/nonexistent/ptbxl"),
         (("sweep", "/nonexistent/space.yaml"), "/nonexistent/space.yaml"),
         (("pretrain", "--data", "/x", "--method", "moco", "--out", "/tmp/ecg-tune-never"), "moco"),
+        # evaluate: pretraining keys would be ignored silently, zero epochs would "select epoch 0" (#14 item 7)
+        (("evaluate", "/x.ckpt", "--data", "/x", "--out", "/tmp/ecg-tune-never", "--set", "optim.lr=5"), "optim.lr"),
+        (("evaluate", "/x.ckpt", "--data", "/x", "--out", "/tmp/ecg-tune-never", "--set", "train.epochs=0"), "train.epochs"),
+        (("evaluate", "/x.ckpt", "--data", "/x", "--out", "/tmp/ecg-tune-never", "--set", "evaluation.linear_epochs=0"), "evaluation.linear_epochs"),
+        (("evaluate", "/x.ckpt", "--data", "/x", "--out", "/tmp/ecg-tune-never", "--set", "evaluation.linear_lr=5"), "evaluation.linear_lr"),
+        (("evaluate", "/x.ckpt", "--data", "/x", "--out", "/tmp/ecg-tune-never", "--set", "evaluation.curve_protocol=foo"), "curve_protocol"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args: tuple[str, ...], needle: str) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ecg_tune.config import DataConfig
+from ecg_tune.data.normalization import ptbxl_stats
 from ecg_tune.errors import CheckpointError, ConfigError, DatasetError
 
 TRAIN_FOLDS = (1, 2, 3, 4, 5, 6, 7, 8)
@@ -138,7 +139,7 @@ def make_task(
     """Resolve a protocol's task.
 
     `lead_names`: the leads an encoder was trained on (from its checkpoint), else `data.leads`.
-    `normalization`: "config" = the dataset's training-fold statistics if `data.normalize`, else none;
+    `normalization`: "config" = the fixed PTB-XL statistics if `data.normalize`, else none;
     anything else (None, {mean, std}, (mean, std)) is used as given, per model lead (checkpoints).
     `with_test=False` leaves fold 10 unread (empty test arrays): the tuner's probe never touches it.
     """
@@ -148,13 +149,8 @@ def make_task(
         raise ConfigError("data.eval_stride", "window and eval_stride must be positive")
     names, columns = select_leads(dataset.lead_names, data_cfg, lead_names)
     if isinstance(normalization, str) and normalization == "config":
-        stats = mean_std(dataset.normalization) if data_cfg.normalize else None
-        if data_cfg.normalize and stats is None:
-            raise DatasetError(
-                "data.normalize is set but the dataset manifest has no normalisation statistics"
-            )
-        if stats is not None and columns is not None:
-            stats = (stats[0][columns], stats[1][columns])
+        # The paper's fixed PTB-XL constants (data/normalization.py), as in pretraining.
+        stats = mean_std(ptbxl_stats(names)) if data_cfg.normalize else None
     else:
         stats = mean_std(normalization)
     if stats is not None and len(stats[0]) != len(names):

@@ -26,6 +26,7 @@ from ecg_tune.config import TrialConfig
 from ecg_tune.data.dataset import ECGDataset, open_dataset
 from ecg_tune.data.leads import lead_order
 from ecg_tune.data.leakage import find_leakage
+from ecg_tune.data.normalization import ptbxl_stats
 from ecg_tune.data.store import SignalStore
 from ecg_tune.errors import CheckpointError, ConfigError
 from ecg_tune.ssl.checkpoint import export_encoder
@@ -109,12 +110,10 @@ def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None =
     missing = [n for n in lead_names if n not in first.lead_names]
     if missing:
         raise ConfigError("data.leads", f"leads {missing} are not in the pretraining data {list(first.lead_names)}")
-    positions = [list(first.lead_names).index(n) for n in lead_names]
 
-    normalization = None
-    if cfg.data.normalize:
-        mean, std = (np.asarray(v, dtype=np.float64) for v in first.normalization)
-        normalization = (mean[positions].tolist(), std[positions].tolist())
+    # The paper's fixed PTB-XL constants for every corpus (data/normalization.py), not the first
+    # corpus's own statistics: the checkpoint records them and evaluation applies the same.
+    normalization = ptbxl_stats(lead_names) if cfg.data.normalize else None
 
     data = PretrainData(store, indices, lead_names, normalization, excluded)
     if METHODS[cfg.method.name].needs_labels:

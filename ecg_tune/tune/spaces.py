@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ecg_tune.config import TrialConfig, check_params, from_flat
+from ecg_tune.config import TrialConfig, check_params, check_ranges, from_flat
 from ecg_tune.errors import ConfigError
 
 SCHEDULERS = ("asha", "asha_promotion", "hyperband", "pbt", "fifo")
@@ -517,7 +517,7 @@ def validate_flat(flat: dict[str, Any]) -> TrialConfig:
     for p in cfg.evaluation.protocols:
         if p not in PROTOCOLS:
             raise ConfigError("evaluation.protocols", f"unknown protocol {p!r}; known: {', '.join(PROTOCOLS)}")
-    _check_ranges(cfg)
+    check_ranges(cfg)
     if cfg.data.aggregate not in ("mean", "max"):
         raise ConfigError("data.aggregate", "must be mean or max")
     if cfg.optim.name not in ("adam", "adamw"):
@@ -530,28 +530,6 @@ def validate_flat(flat: dict[str, Any]) -> TrialConfig:
 
 
 # (key, lowest allowed, strict): values a trial could not run with.
-_RANGES = [
-    ("optim.lr", 0.0, True), ("optim.weight_decay", 0.0, False), ("optim.warmup_epochs", 0.0, False),
-    ("optim.grad_clip", 0.0, False), ("train.epochs", 1, False), ("train.batch_size", 1, False),
-    ("train.steps_per_epoch", 0, False), ("train.checkpoint_every", 1, False), ("data.window", 16, False),
-    ("data.eval_stride", 1, False), ("data.max_pretrain_records", 0, False), ("evaluation.probe_every", 1, False),
-    ("evaluation.probe_epochs", 1, False), ("evaluation.probe_max_records", 0, False),
-    ("evaluation.batch_size", 1, False), ("evaluation.linear_epochs", 1, False), ("evaluation.linear_lr", 0.0, True),
-    ("evaluation.linear_weight_decay", 0.0, False), ("evaluation.finetune_head_epochs", 0, False),
-    ("evaluation.finetune_epochs", 1, False), ("evaluation.finetune_lr", 0.0, True),
-    ("evaluation.finetune_weight_decay", 0.0, False), ("evaluation.finetune_discriminative_factor", 0.0, True),
-    ("evaluation.bootstrap", 0, False),
-]
-
-
-def _check_ranges(cfg: TrialConfig) -> None:
-    flat = cfg.to_flat()
-    for key, low, strict in _RANGES:
-        value = flat[key]
-        if (value <= low) if strict else (value < low):
-            raise ConfigError(key, f"must be {'above' if strict else 'at least'} {low}, got {value}")
-
-
 def validate(spec: SweepSpec) -> None:
     fixed = spec.fixed_flat()
     for key in spec.fixed:

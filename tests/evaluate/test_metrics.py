@@ -136,3 +136,38 @@ def test_aggregate_matches_groupby(n_records: int, per_record: int, seed: int) -
     for r in range(n_records):
         np.testing.assert_allclose(mean[r], scores[pos == r].mean(axis=0))
         np.testing.assert_allclose(top[r], scores[pos == r].max(axis=0))
+
+
+# --- AUPRC, present classes (issue #14 item 6) -------------------------------------------------------
+
+
+def _average_precision_by_hand(y: np.ndarray, s: np.ndarray) -> float:
+    """AP = mean over positives of the precision at that positive's rank (distinct scores)."""
+    order = np.argsort(-s)
+    hits = y[order].astype(bool)
+    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision_at[hits].mean())
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 10_000))
+def test_auprc_matches_the_textbook_formula_and_skips_classes_without_positives(seed: int) -> None:
+    from ecg_tune.evaluate.metrics import macro_summary, per_class_auprc
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 40))
+    y = (rng.random((n, 3)) < 0.3).astype(np.int8)
+    y[:, 2] = 0  # a class absent from the scored set
+    y[0, 0] = 1
+    s = rng.permutation(n * 3).reshape(n, 3).astype(float)  # distinct scores
+    ap = per_class_auprc(y, s)
+    assert np.isnan(ap[2])
+    for c in (0, 1):
+        if y[:, c].any():
+            assert ap[c] == pytest.approx(_average_precision_by_hand(y[:, c], s[:, c]))
+    summary = macro_summary(y, s)
+    present = [c for c in range(3) if 0 < y[:, c].sum() < n]
+    aucs = [float(np.mean([[si > sj for sj in s[y[:, c] == 0, c]] for si in s[y[:, c] == 1, c]])) for c in present]
+    assert summary["n_present"] == len(present)
+    assert summary["auc_present"] == pytest.approx(np.mean(aucs))
+    assert summary["auc"] == pytest.approx((sum(aucs) + 0.5 * (3 - len(present))) / 3)

@@ -14,41 +14,13 @@ from typing import ClassVar
 
 import torch
 
-from ecg_tune.data.leads import DEFAULT_ORDER, PAPER_ORDER, lead_order
+from ecg_tune.data.leads import DEFAULT_ORDER, lead_order
+from ecg_tune.data.normalization import PTBXL_MEAN, PTBXL_STD
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.augment.base import Augmentation
 
-# Exact constants of the reference code, in PAPER_ORDER (mV).
-_PAPER_MEAN = (
-    -0.00184586,
-    -0.00130277,
-    0.00017031,
-    -0.00091313,
-    -0.00148835,
-    -0.00174687,
-    -0.00077071,
-    -0.00207407,
-    0.00054329,
-    0.00155546,
-    -0.00114379,
-    -0.00035649,
-)
-_PAPER_STD = (
-    0.16401004,
-    0.1647168,
-    0.23374124,
-    0.33767231,
-    0.33362807,
-    0.30583013,
-    0.2731171,
-    0.27554379,
-    0.17128962,
-    0.14030828,
-    0.14606956,
-    0.14656108,
-)
-PTBXL_MEAN: tuple[float, ...] = tuple(_PAPER_MEAN[PAPER_ORDER.index(n)] for n in DEFAULT_ORDER)
-PTBXL_STD: tuple[float, ...] = tuple(_PAPER_STD[PAPER_ORDER.index(n)] for n in DEFAULT_ORDER)
+# The constants live with the data layer's per-lead z-scoring (one home, also used by data.normalize).
+__all__ = ["PTBXL_MEAN", "PTBXL_STD", "Normalize", "NormalizeParams"]
 
 
 @dataclass
