@@ -132,6 +132,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ecg_tune.evaluate.protocols import evaluate_checkpoint, format_result
 
     overrides = _overrides(args.set)
+    if args.curve_protocol:
+        overrides["evaluation.curve_protocol"] = args.curve_protocol
     for key in overrides:
         if not key.startswith(("evaluation.", "data.")):
             # Pretraining keys would be accepted and silently ignored: the checkpoint is already trained.
@@ -259,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-set", default="all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="evaluation.* or data.* keys")
+    p.add_argument(
+        "--curve-protocol", choices=("finetune", "linear"), default=None,
+        help="what label-efficiency and noise curves train (default finetune, as the paper; "
+        "= --set evaluation.curve_protocol=...)",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
