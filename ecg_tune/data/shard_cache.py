@@ -1,0 +1,63 @@
+"""A node-local cache of shard files for streaming: remote shards are copied once, later epochs read disk.
+
+Files are keyed by their sha256 from the manifest (`<root>/<sha[:2]>/<sha>.parquet`), so two datasets
+that share a shard share the copy and a changed shard is never served stale. A copy is written to a
+temporary name in the same folder, hashed while it is written, checked against the manifest and only
+then renamed into place (`os.replace`): a reader sees a complete, verified file or none. Two workers
+that miss at once both copy; the second rename replaces an identical file. Nothing but shard bytes is
+written here (no URIs with credentials, no configuration). There is no eviction: size the folder for
+the corpus (`du` of the dataset's shards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from ecg_tune.errors import DatasetError
+
+_BLOCK = 2**22
+
+
+class ShardCache:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"ShardCache({str(self.root)!r})"
+
+    def path_for(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.parquet"
+
+    def local(self, filesystem: pafs.FileSystem, path: str, sha256: str, where: str) -> Path:
+        """The local copy of `path` in `filesystem` (copied and verified on first use).
+
+        `where` is how errors name the shard (its URI).
+        """
+        dest = self.path_for(sha256)
+        if dest.is_file():
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        digest = hashlib.sha256()
+        try:
+            try:
+                with filesystem.open_input_stream(path) as src, open(tmp, "wb") as out:
+                    while block := src.read(_BLOCK):
+                        digest.update(block)
+                        out.write(block)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except (FileNotFoundError, OSError) as e:
+                raise DatasetError(f"{where}: cannot copy the shard into the cache {self.root} ({e})") from None
+            if digest.hexdigest() != sha256:
+                raise DatasetError(f"{where}: sha256 does not match the manifest (corrupt or modified shard)")
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return dest
