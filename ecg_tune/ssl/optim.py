@@ -27,6 +27,7 @@ from ecg_tune.errors import ConfigError
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("warmup_cosine", "constant")
+DECAY, NO_DECAY = "decay", "no_decay"  # the names of the two param groups (`group["name"]`)
 
 
 def no_weight_decay_ids(module: nn.Module) -> set[int]:
@@ -44,8 +45,8 @@ def no_weight_decay_ids(module: nn.Module) -> set[int]:
 
 
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into a decayed group (ndim >= 2) and an undecayed one (ndim <= 1, or
-    named by a module's `no_weight_decay()`)."""
+    """Trainable parameters split into a decayed group (ndim >= 2; named DECAY) and an undecayed one
+    (ndim <= 1, or named by a module's `no_weight_decay()`; named NO_DECAY)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     excluded = no_weight_decay_ids(module)
@@ -53,8 +54,17 @@ def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
         if not param.requires_grad:
             continue
         (decay if param.ndim >= 2 and id(param) not in excluded else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": DECAY},
+        {"params": no_decay, "weight_decay": 0.0, "name": NO_DECAY},
+    ]
     return [g for g in groups if g["params"]]
+
+
+def is_decayed(group: dict) -> bool:
+    """Whether an optimiser param group (of `parameter_groups`) takes `optim.weight_decay`: callers that
+    change the weight decay later (PBT) ask this instead of repeating the rule above."""
+    return group.get("name") == DECAY
 
 
 def build_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

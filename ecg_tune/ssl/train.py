@@ -29,17 +29,17 @@ import torch
 
 from ecg_tune.config import OptimConfig, TrainConfig, TrialConfig
 from ecg_tune.data.store import SignalStore
+from ecg_tune.data.stream import StreamSource
 from ecg_tune.errors import CheckpointError, ConfigError, EcgTuneError
 from ecg_tune.ssl.augment import build_pipeline
 from ecg_tune.ssl.augment.base import Pipeline
 from ecg_tune.ssl.checkpoint import Checkpoint, load_checkpoint, run_header, save_checkpoint
 from ecg_tune.ssl.encoders import build_encoder
-from ecg_tune.ssl.encoders.base import Encoder
 from ecg_tune.ssl.loader import WindowBatches
 from ecg_tune.ssl.methods import METHODS, build_method
 from ecg_tune.ssl.methods.base import Method
-from ecg_tune.ssl.methods.cpc import CPC
 from ecg_tune.ssl.optim import build_optimizer, build_scheduler
+from ecg_tune.ssl.stream_loader import StreamBatches
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Header keys written by save(); everything else in a header is the caller's description of the run.
@@ -124,7 +124,7 @@ class Trainer:
         augment_pipeline: Pipeline,
         optim_cfg: OptimConfig,
         train_cfg: TrainConfig,
-        batches: WindowBatches,
+        batches: WindowBatches | StreamBatches,
         *,
         device: str | torch.device,
         seed: int,
@@ -168,7 +168,7 @@ class Trainer:
     def from_config(
         cls,
         cfg: TrialConfig,
-        store: SignalStore,
+        store: SignalStore | StreamSource,
         indices: Sequence[int] | np.ndarray,
         *,
         lead_names: Sequence[str],
@@ -201,19 +201,28 @@ class Trainer:
             raise ConfigError("method.name", f"method {cfg.method.name!r} trains on labels; no targets were given")
 
         pipeline = build_pipeline(cfg.augment.pipeline, cfg.augment.params, store.fs)
-        batches = WindowBatches(
-            store,
-            indices,
-            window=window,
-            batch_size=cfg.train.batch_size,
-            seed=cfg.seed,
-            targets=targets if method.needs_labels else None,
-            device=device,
-            normalization=normalization,
-            lead_indices=lead_indices,
-            resident=_fits_on_device(store, device),
-            steps_per_epoch=cfg.train.steps_per_epoch,
-        )
+        batches: WindowBatches | StreamBatches
+        if isinstance(store, StreamSource):  # data.mode stream: `indices` are unused (the source holds its masks)
+            if method.needs_labels:
+                raise ConfigError("data.mode", f"method {cfg.method.name!r} trains on labels; use data.mode=memory")
+            batches = StreamBatches(
+                store, window=window, batch_size=cfg.train.batch_size, seed=cfg.seed, device=device,
+                normalization=normalization, lead_indices=lead_indices, steps_per_epoch=cfg.train.steps_per_epoch,
+            )
+        else:
+            batches = WindowBatches(
+                store,
+                indices,
+                window=window,
+                batch_size=cfg.train.batch_size,
+                seed=cfg.seed,
+                targets=targets if method.needs_labels else None,
+                device=device,
+                normalization=normalization,
+                lead_indices=lead_indices,
+                resident=_fits_on_device(store, device),
+                steps_per_epoch=cfg.train.steps_per_epoch,
+            )
         header = run_header(
             cfg, method, store.fs, window, lead_names, normalization, label_vocabulary=label_vocabulary
         )
@@ -225,7 +234,7 @@ class Trainer:
     def restore(
         cls,
         path: str | os.PathLike[str],
-        store: SignalStore,
+        store: SignalStore | StreamSource,
         indices: Sequence[int] | np.ndarray,
         *,
         device: str | torch.device | None = None,
@@ -258,10 +267,10 @@ class Trainer:
 
     def _compile(self) -> None:
         """`train.compile` (see the class docstring): compile the method's encoders in place."""
-        if isinstance(self.method, CPC):
+        if self.method.compile_unsupported:
             warnings.warn(
-                "train.compile is ignored for method cpc: its training step calls the encoder's "
-                "forward_local/forward_context, which torch.compile of the encoder does not cover",
+                f"train.compile is ignored for method {_method_name(self.method)}: "
+                f"{self.method.compile_unsupported}",
                 stacklevel=3,
             )
             return
@@ -272,7 +281,7 @@ class Trainer:
                 f"torch.compile cannot build kernels for {self.device} on this machine ({reason}); install "
                 "a C/C++ compiler and the Python headers (Debian: g++ python3-dev) or set train.compile=false",
             )
-        for encoder in _encoders(self.method):
+        for encoder in self.method.compile_targets():
             # In place: parameter names (and so checkpoints) stay those of the uncompiled encoder.
             encoder.compile()
 
@@ -384,6 +393,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "trainer": {"epoch": self.epoch, "step": self.step, "seed": self.seed, "history": self.history},
             "rng": self._rng_state(),
+            **({"stream": self.batches.state()} if isinstance(self.batches, StreamBatches) else {}),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -410,6 +420,8 @@ class Trainer:
         self.epoch, self.step = int(trainer["epoch"]), int(trainer["step"])
         self.history = [dict(m) for m in trainer["history"]]
         self._set_rng_state(states["rng"])
+        if isinstance(self.batches, StreamBatches):  # the stream position (a checkpoint without one: epoch start)
+            self.batches.load_state(states.get("stream", {"epoch": self.epoch, "batch": 0}))
 
     def _rng_state(self) -> dict[str, Any]:
         np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
@@ -462,15 +474,10 @@ def _build_method(cfg: TrialConfig, method_params: dict[str, Any], n_leads: int,
     return build_method(cfg.method.name, method_params, encoder)
 
 
-def _encoders(module: torch.nn.Module) -> list[Encoder]:
-    """The outermost `Encoder` submodules of `module`: the online encoder and e.g. BYOL's target one."""
-    found: list[Encoder] = []
-    for child in module.children():
-        if isinstance(child, Encoder):
-            found.append(child)
-        else:
-            found.extend(_encoders(child))
-    return found
+def _method_name(method: Method) -> str:
+    """The registry name of `method`'s class (its class name when it is not registered)."""
+    target = f"{type(method).__module__}:{type(method).__qualname__}"
+    return next((n for n in METHODS if METHODS.target(n) == target), type(method).__name__)
 
 
 def _with_n_classes(method_name: str, params: dict[str, Any], n_classes: int) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from ecg_tune.config import TrialConfig
 from ecg_tune.data.dataset import ECGDataset
 from ecg_tune.evaluate.protocols import quick_probe, run_protocol
 from ecg_tune.ssl.checkpoint import Checkpoint, export_encoder, load_checkpoint
+from ecg_tune.ssl.optim import is_decayed
 from ecg_tune.ssl.pretrain import prepare_data
 from ecg_tune.ssl.train import Trainer, TrainingDiverged
 from ecg_tune.tune.searcher import FULL_BUDGET_KEY
@@ -120,7 +121,7 @@ def _build_trainer(
 def _set_optimizer_hyperparameters(trainer: Trainer, cfg: TrialConfig) -> None:
     for group in trainer.optimizer.param_groups:
         group["initial_lr"] = cfg.optim.lr
-        if any(p.ndim >= 2 for p in group["params"]):  # the decayed group (optim.parameter_groups)
+        if is_decayed(group):  # the group ssl/optim.py decays
             group["weight_decay"] = cfg.optim.weight_decay
     sched = trainer.scheduler
     sched.base_lrs = [cfg.optim.lr] * len(trainer.optimizer.param_groups)

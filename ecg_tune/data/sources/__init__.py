@@ -1,4 +1,4 @@
-"""Source readers: one file per corpus layout, one line each in `SOURCES`.
+"""Source readers: one file per corpus layout, one line each in `SOURCES` (ecg_tune/plugins.py).
 
 A source class has `name`, `default_label_set`, `list_records(root) -> list[RecordRef]`,
 `read(ref) -> RawRecord`, `version(root) -> str` and `origin_id(record) -> str` (see `base.py`).
@@ -12,18 +12,7 @@ from typing import Any
 
 from ecg_tune.data.sources.base import RecordRef, Source
 from ecg_tune.errors import ConfigError
-from ecg_tune.registry import Registry
-
-SOURCES = Registry(
-    "source",
-    {
-        "ptbxl": "ecg_tune.data.sources.ptbxl:PtbxlSource",
-        "cinc": "ecg_tune.data.sources.cinc:CincSource",
-        "wfdb": "ecg_tune.data.sources.wfdb:WfdbSource",
-        "code15": "ecg_tune.data.sources.code15:Code15Source",
-        "chapman": "ecg_tune.data.sources.chapman:ChapmanSource",
-    },
-)
+from ecg_tune.plugins import SOURCES
 
 
 def build_source(name: str, options: dict[str, Any] | None = None) -> Source:

@@ -13,27 +13,8 @@ from typing import Any
 
 from ecg_tune.config import check_params
 from ecg_tune.errors import ConfigError
-from ecg_tune.registry import Registry
+from ecg_tune.plugins import AUGMENTATIONS
 from ecg_tune.ssl.augment.base import Augmentation, Pipeline
-
-_PKG = "ecg_tune.ssl.augment"
-AUGMENTATIONS = Registry(
-    "augmentation",
-    {
-        "gaussian_noise": f"{_PKG}.gaussian_noise:GaussianNoise",
-        "random_resized_crop": f"{_PKG}.random_resized_crop:RandomResizedCrop",
-        "timeout": f"{_PKG}.timeout:TimeOut",
-        "channel_resize": f"{_PKG}.channel_resize:ChannelResize",
-        "dynamic_time_warp": f"{_PKG}.dynamic_time_warp:DynamicTimeWarp",
-        "baseline_wander": f"{_PKG}.baseline_wander:BaselineWander",
-        "powerline_noise": f"{_PKG}.powerline_noise:PowerlineNoise",
-        "em_noise": f"{_PKG}.em_noise:EMNoise",
-        "baseline_shift": f"{_PKG}.baseline_shift:BaselineShift",
-        "gaussian_blur": f"{_PKG}.gaussian_blur:GaussianBlur",
-        "normalize": f"{_PKG}.normalize:Normalize",
-        "random_crop": f"{_PKG}.random_crop:RandomCrop",
-    },
-)
 
 __all__ = [
     "AUGMENTATIONS",

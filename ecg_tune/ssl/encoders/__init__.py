@@ -10,22 +10,8 @@ from typing import Any
 
 from ecg_tune.config import check_params
 from ecg_tune.errors import ConfigError
-from ecg_tune.registry import Registry
+from ecg_tune.plugins import ENCODERS
 from ecg_tune.ssl.encoders.base import Encoder
-
-ENCODERS = Registry(
-    "encoder",
-    {
-        "xresnet1d50": "ecg_tune.ssl.encoders.xresnet1d:XResNet1d50",
-        "xresnet1d101": "ecg_tune.ssl.encoders.xresnet1d:XResNet1d101",
-        "cpc_fc": "ecg_tune.ssl.encoders.cpc:CPCFC",
-        "cpc_conv": "ecg_tune.ssl.encoders.cpc:CPCConv",
-        "inception1d": "ecg_tune.ssl.encoders.inception1d:Inception1d",
-        "lstm": "ecg_tune.ssl.encoders.lstm:LSTMEncoder",
-        "vit1d": "ecg_tune.ssl.encoders.vit1d:ViT1d",
-        "s4d": "ecg_tune.ssl.encoders.s4d:S4DEncoder",
-    },
-)
 
 __all__ = ["ENCODERS", "Encoder", "build_encoder"]
 

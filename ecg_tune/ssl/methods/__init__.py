@@ -1,6 +1,6 @@
 """Self-supervised methods (and the supervised baseline): registry and builder.
 
-Adding a method = one file here with a `Method` subclass (declaring `Params`) + one line in METHODS.
+Adding a method = one file here with a `Method` subclass (declaring `Params`) + one line in METHODS (ecg_tune/plugins.py).
 """
 
 from __future__ import annotations
@@ -8,23 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from ecg_tune.config import check_params
-from ecg_tune.registry import Registry
+from ecg_tune.plugins import METHODS
 from ecg_tune.ssl.encoders.base import Encoder
 from ecg_tune.ssl.methods.base import Augment, Batch, Method
-
-METHODS = Registry(
-    "method",
-    {
-        "simclr": "ecg_tune.ssl.methods.simclr:SimCLR",
-        "byol": "ecg_tune.ssl.methods.byol:BYOL",
-        "swav": "ecg_tune.ssl.methods.swav:SwAV",
-        "cpc": "ecg_tune.ssl.methods.cpc:CPC",
-        "supervised": "ecg_tune.ssl.methods.supervised:Supervised",
-        "mae": "ecg_tune.ssl.methods.mae:MAE",
-        "jepa": "ecg_tune.ssl.methods.jepa:JEPA",
-        "cmsc": "ecg_tune.ssl.methods.cmsc:CMSC",
-    },
-)
 
 
 def default_encoder(name: str) -> str:

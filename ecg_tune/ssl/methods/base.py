@@ -33,6 +33,9 @@ class Method(nn.Module):
     Params: ClassVar[type]
     needs_labels: ClassVar[bool] = False
     default_encoder: ClassVar[str] = "xresnet1d50"  # what `pretrain` uses when no encoder is named
+    # Why `train.compile` cannot help this method ("" = it can): e.g. a training step that calls encoder
+    # parts other than `forward`, which a compiled `forward` does not cover. The trainer warns and skips.
+    compile_unsupported: ClassVar[str] = ""
 
     def __init__(self, encoder: Encoder, params: Any):
         super().__init__()
@@ -46,6 +49,11 @@ class Method(nn.Module):
         """Samples per training crop. CPC overrides this: it trains on whole 10 s records (1000)."""
         return default
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The modules `train.compile` compiles in place: the outermost encoders the method holds (the
+        online one and e.g. BYOL's target one). Override to compile other parts (heads, predictors)."""
+        return _outermost_encoders(self)
+
     def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
         pass
 
@@ -54,3 +62,13 @@ class Method(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         pass
+
+
+def _outermost_encoders(module: nn.Module) -> list[nn.Module]:
+    found: list[nn.Module] = []
+    for child in module.children():
+        if isinstance(child, Encoder):
+            found.append(child)
+        else:
+            found.extend(_outermost_encoders(child))
+    return found

@@ -50,6 +50,10 @@ class CPC(Method):
     Params = CPCParams
     params: CPCParams
     default_encoder = "cpc_fc"
+    compile_unsupported = (
+        "its training step calls the encoder's forward_local/forward_context, which torch.compile of the "
+        "encoder does not cover"
+    )
 
     def __init__(self, encoder: Encoder, params: CPCParams):
         if not getattr(encoder, "is_sequence", False):
