@@ -246,3 +246,18 @@ def test_no_weight_decay_hook_covers_embeddings_and_state_matrices() -> None:
         for name, p in params.items():  # everything else: decayed iff a matrix
             if name not in names and not name.startswith("blocks.1.layer.kernel."):
                 assert (id(p) not in undecayed) == (p.ndim >= 2), name
+
+
+# ------------------------------------------------------------------------------------- evaluation recipe
+
+
+@pytest.mark.parametrize("name", ["vit1d", "s4d"])
+def test_new_encoders_use_the_generic_recipe(name: str) -> None:
+    """methods-notes give pretraining settings for ViT (ECG-JEPA) and S4 (ECG-CPC), not linear/finetune
+    ones, so both keep the generic xresnet (§6.1) recipe until a source gives clear values."""
+    from ecg_tune.evaluate.runner import recipe_for
+    from ecg_tune.ssl.encoders.recipe import XRESNET
+
+    encoder = vit() if name == "vit1d" else s4d()
+    assert recipe_for(encoder, None) is XRESNET
+    assert recipe_for(encoder, {"encoder": {"name": name}}) is XRESNET
