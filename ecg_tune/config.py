@@ -34,6 +34,14 @@ class DataConfig:
     leads: str = ""  # comma-separated subset of lead names; "" = all leads of the dataset
     exclude_leakage: bool = True  # drop downstream val/test records (id or signal hash) from pretraining
     max_pretrain_records: int = 0  # 0 = all
+    # memory: load the pretraining corpora into one in-memory store; stream: read shards row group by
+    # row group (data/stream.py); auto: stream when the corpora exceed memory_budget_gb (and say so)
+    mode: str = "auto"
+    memory_budget_gb: float = 0.0  # 0 = a quarter of this node's RAM
+    shuffle_buffer: int = 8192  # streaming: windows in the shuffle buffer of each loader worker
+    pretrain_weights: list[float] = field(default_factory=list)  # streaming: corpus mix; [] = by size
+    stream_cache: str = ""  # streaming: node-local folder caching remote shards; "" = read them remotely
+    stream_workers: int = 1  # streaming: loader workers per rank (each reads its own slice)
 
 
 @dataclass
@@ -248,7 +256,8 @@ RANGES: list[tuple[str, float, bool]] = [
     ("optim.lr", 0.0, True), ("optim.weight_decay", 0.0, False), ("optim.warmup_epochs", 0.0, False),
     ("optim.grad_clip", 0.0, False), ("train.epochs", 1, False), ("train.batch_size", 1, False),
     ("train.steps_per_epoch", 0, False), ("train.checkpoint_every", 1, False), ("data.window", 16, False),
-    ("data.eval_stride", 1, False), ("data.max_pretrain_records", 0, False), ("evaluation.probe_every", 1, False),
+    ("data.eval_stride", 1, False), ("data.max_pretrain_records", 0, False), ("data.memory_budget_gb", 0.0, False),
+    ("data.shuffle_buffer", 1, False), ("data.stream_workers", 1, False), ("evaluation.probe_every", 1, False),
     ("evaluation.probe_epochs", 1, False), ("evaluation.probe_max_records", 0, False),
     ("evaluation.batch_size", 1, False), ("evaluation.linear_epochs", 1, False), ("evaluation.linear_lr", 0.0, True),
     ("evaluation.linear_weight_decay", 0.0, False), ("evaluation.finetune_head_epochs", 0, False),
@@ -262,6 +271,7 @@ UPPER: list[tuple[str, float]] = [
     ("evaluation.finetune_discriminative_factor", 1.0),
 ]
 CHOICES: dict[str, tuple[str, ...]] = {
+    "data.mode": ("auto", "memory", "stream"),
     "evaluation.curve_protocol": ("finetune", "linear"),
     "evaluation.recipe": ("auto", "none"),
 }

@@ -13,6 +13,7 @@ appear twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from ecg_tune.data.leads import lead_order
 from ecg_tune.data.leakage import find_leakage
 from ecg_tune.data.normalization import ptbxl_stats
 from ecg_tune.data.store import SignalStore
+from ecg_tune.data.stream import StreamSource
+from ecg_tune.data.stream_mode import choose_mode, open_corpora, stream_source
 from ecg_tune.errors import CheckpointError, ConfigError
 from ecg_tune.ssl.checkpoint import export_encoder
 from ecg_tune.ssl.methods import METHODS
@@ -39,6 +42,7 @@ METRICS = "metrics.jsonl"
 # Keys allowed to differ between a resumed run's config and the checkpoint's: they do not change what
 # the finished run computes (train.epochs does: it sets the schedule length).
 _RESUME_FREE_KEYS = {"train.checkpoint_every", "evaluation."}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,17 +53,20 @@ class PretrainResult:
     excluded_leakage: int = 0  # pretraining records dropped as copies of downstream val/test records
     n_records: int = 0  # pretraining records used (before dropping records shorter than the window)
     resumed_from_epoch: int = 0
+    data_mode: str = "memory"  # memory | stream: what data.mode (auto) chose, and why in the checkpoint header
 
 
 @dataclass
 class PretrainData:
-    store: SignalStore
+    store: SignalStore | StreamSource  # a StreamSource when streaming (indices then only count records)
     indices: np.ndarray
     lead_names: list[str]
     normalization: tuple[list[float], list[float]] | None
     excluded_leakage: int
     targets: np.ndarray | None = None
     label_vocabulary: list[str] | None = None
+    mode: str = "memory"
+    mode_reason: str = ""
 
 
 def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None = None) -> PretrainData:
@@ -70,6 +77,10 @@ def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None =
     """
     if not cfg.data.pretrain:
         raise ConfigError("data.pretrain", "no pretraining dataset given")
+    mode, reason = _choose_mode(cfg, open_fn)
+    log.info("pretraining data: %s", reason)
+    if mode == "stream":
+        return _prepare_stream(cfg, open_fn, reason)
     open_fn = open_fn or open_dataset
     datasets = [open_fn(p) for p in cfg.data.pretrain]
     first = datasets[0]
@@ -115,10 +126,39 @@ def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None =
     # corpus's own statistics: the checkpoint records them and evaluation applies the same.
     normalization = ptbxl_stats(lead_names) if cfg.data.normalize else None
 
-    data = PretrainData(store, indices, lead_names, normalization, excluded)
+    data = PretrainData(store, indices, lead_names, normalization, excluded, mode="memory", mode_reason=reason)
     if METHODS[cfg.method.name].needs_labels:
         _attach_targets(cfg, datasets, data)
     return data
+
+
+def _choose_mode(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None) -> tuple[str, str]:
+    if cfg.data.mode == "auto" and open_fn is not None:
+        return "memory", "data.mode=auto: in memory, the datasets were opened by the caller (sweep driver)"
+    if cfg.data.mode == "memory":
+        return "memory", "data.mode=memory"
+    size = sum(c.nbytes for c in open_corpora(cfg.data)) if cfg.data.mode == "auto" else 0
+    mode, reason = choose_mode(cfg.data.mode, cfg.data.memory_budget_gb, size)
+    return mode, (reason if cfg.data.mode == "auto" else "data.mode=stream")
+
+
+def _prepare_stream(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None, reason: str) -> PretrainData:
+    """prepare_data for data.mode stream: the same leakage guard, cap, leads and normalisation."""
+    if METHODS[cfg.method.name].needs_labels:
+        raise ConfigError("data.mode", f"method {cfg.method.name!r} trains on labels; use data.mode=memory")
+    held_out = None
+    if cfg.data.downstream and cfg.data.exclude_leakage:
+        downstream = (open_fn or open_dataset)(cfg.data.downstream)
+        rows = downstream.records.iloc[downstream.indices((9, 10))]  # as data.leakage.find_leakage
+        held_out = (set(rows["origin_id"]), set(rows["signal_hash"]))
+    source, excluded = stream_source(cfg.data, open_corpora(cfg.data, held_out), cfg.seed)
+    lead_names = list(lead_order(cfg.data.leads)) if cfg.data.leads.strip() else list(source.lead_names)
+    missing = [n for n in lead_names if n not in source.lead_names]
+    if missing:
+        raise ConfigError("data.leads", f"leads {missing} are not in the pretraining data {list(source.lead_names)}")
+    normalization = ptbxl_stats(lead_names) if cfg.data.normalize else None
+    indices = np.arange(source.n_records(), dtype=np.int64)
+    return PretrainData(source, indices, lead_names, normalization, excluded, mode="stream", mode_reason=reason)
 
 
 def _attach_targets(cfg: TrialConfig, datasets: list[ECGDataset], data: PretrainData) -> None:
@@ -165,6 +205,8 @@ def run_pretraining(
             "n_records": int(len(data.indices)),
             "excluded_leakage": data.excluded_leakage,
             "leakage_reference": cfg.data.downstream if cfg.data.exclude_leakage else "",
+            "mode": data.mode,
+            "mode_reason": data.mode_reason,
         }
     resumed_from = trainer.epoch
     every = max(int(cfg.train.checkpoint_every), 1)
@@ -190,11 +232,16 @@ def run_pretraining(
     if not last.exists():  # zero epochs configured: still leave a (untrained) checkpoint
         trainer.save(last)
     export_encoder(trainer, trainer.checkpoint_header(), encoder_path)
-    return PretrainResult(last, encoder_path, list(trainer.history), data.excluded_leakage, int(len(data.indices)), resumed_from)
+    return PretrainResult(last, encoder_path, list(trainer.history), data.excluded_leakage, int(len(data.indices)), resumed_from,
+                          data.mode)
 
 
 def _check_same_run(path: Path, saved: dict[str, Any], cfg: TrialConfig) -> None:
     wanted = cfg.to_flat()
+    try:  # keys added since the checkpoint was written count with their defaults
+        saved = {**TrialConfig.from_flat(saved).to_flat(), **saved}
+    except ConfigError:
+        pass
     differing = sorted(
         k
         for k in set(saved) | set(wanted)

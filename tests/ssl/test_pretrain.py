@@ -68,6 +68,8 @@ def datasets(monkeypatch: pytest.MonkeyPatch, toy_registries: None) -> dict[str,
 
     monkeypatch.setattr(pretrain_mod, "open_dataset", lambda path: registry[path])
     monkeypatch.setattr(pretrain_mod, "find_leakage", leakage)
+    # data.mode auto sizes the corpora from their shards; these stand-ins have none (in memory).
+    monkeypatch.setattr(pretrain_mod, "open_corpora", lambda data: [])
     return registry
 
 
@@ -84,7 +86,9 @@ def test_run_writes_checkpoints_metrics_and_excludes_leakage(tmp_path: Path, dat
     assert metrics_log(tmp_path) == json.loads(json.dumps(result.history))
 
     last = load_checkpoint(result.checkpoint)
-    assert last.header["epoch"] == 3 and last.header["pretraining_data"] == {
+    provenance = dict(last.header["pretraining_data"])
+    assert provenance.pop("mode") == "memory" and "data.mode=auto: in memory" in provenance.pop("mode_reason")
+    assert last.header["epoch"] == 3 and provenance == {
         "datasets": ["a", "b"], "n_records": 19, "excluded_leakage": 3, "leakage_reference": "ptbxl",
     }
     encoder = load_checkpoint(result.encoder, expect={"encoder": "toy", "lead_names": list(LEADS), "fs": 100})
