@@ -210,3 +210,12 @@ def test_curves_are_finetuned_by_default_and_say_so() -> None:
         bootstrap=0, label_folds=[8]), data_cfg=DATA,
     )
     assert lin.settings["curve_protocol"] == "linear"
+
+
+def test_the_sweeps_probe_is_the_linear_protocols_head_on_fold_9() -> None:
+    from ecg_tune.evaluate.protocols import quick_probe
+
+    dataset, enc = FakeDataset(), _encoder()
+    probe = quick_probe(enc, dataset, label_set="freq", eval_cfg=_cfg(probe_epochs=3), data_cfg=DATA)
+    full = linear(enc, dataset, label_set="freq", eval_cfg=_cfg(linear_epochs=3), data_cfg=DATA)
+    assert probe == full.val_auc  # one head definition: the same fold-9 number, not z-scored vs raw
