@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ecg_tune.plugins import ENCODERS, KINDS, METHODS, PROTOCOLS, SOURCES
+
 REPO_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-SOURCES = ("ptbxl", "cinc", "wfdb", "code15", "chapman")
-PROTOCOL_CHOICES = ("linear", "finetune", "supervised", "random", "label-efficiency", "noise")
 
 
 def _add_prepare(sub: Any) -> None:
     p = sub.add_parser("prepare", help="ingest a WFDB/CinC/CODE/Chapman corpus into Parquet shards")
-    p.add_argument("source", choices=SOURCES)
+    p.add_argument("source", choices=list(SOURCES))
     p.add_argument("root", help="folder of the corpus as published")
     p.add_argument("out", help="output folder (shards/ + manifest.json)")
     p.add_argument("--fs", type=float, default=100.0, help="target sampling rate in Hz (default 100)")
@@ -222,6 +222,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from ecg_tune.tune.catalog import format_kind
+
+    print("\n\n".join(format_kind(kind) for kind in ([args.kind] if args.kind else KINDS)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecg-tune", description="Sweeps of self-supervised pretraining and PTB-XL evaluation for 12-lead ECGs.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -243,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="self-supervised pretraining of one configuration")
     p.add_argument("--data", nargs="+", required=True, help="pretraining shard dataset(s)")
     p.add_argument("--downstream", default=None, help="PTB-XL-like shards: its val/test records are excluded")
-    p.add_argument("--method", default="simclr")
-    p.add_argument("--encoder", default=None, help="default: the method's own (e.g. vit1d for mae and jepa)")
+    p.add_argument("--method", default="simclr", help=f"one of {', '.join(METHODS)} (default simclr)")
+    p.add_argument("--encoder", default=None, help=f"one of {', '.join(ENCODERS)}; default: the method's own "
+                   "(e.g. vit1d for mae and jepa)")
     p.add_argument("--augment", default=None, help="comma list, e.g. random_resized_crop,timeout")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -257,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="run a PTB-XL protocol on a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True, help="downstream shard dataset (folds 1-10)")
-    p.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="linear")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="linear")
     p.add_argument("--label-set", default="all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="evaluation.* or data.* keys")
@@ -292,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--space", default=None)
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("list", help="registered plug-ins with their parameters, defaults and help")
+    p.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind (default: all)")
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("report", help="leaderboard, ablation table, paper table and plots from MLflow")
     p.add_argument("sweep", help="sweep folder or name")

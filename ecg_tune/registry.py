@@ -59,7 +59,7 @@ class Registry(Mapping[str, Any]):
 
             self._plugins = {ep.name: ep.value for ep in entry_points(group=self.group)}
             self._scanned_path = path
-        return {**self._plugins, **self._entries}
+        return {**self._entries, **{k: v for k, v in self._plugins.items() if k not in self._entries}}
 
     def __getitem__(self, name: str) -> Any:
         target = self.target(name)
@@ -91,9 +91,11 @@ class Description:
 
 
 def describe(name: str, obj: Any, defaults: Mapping[str, Any] | None = None) -> Description:
-    """Name, first docstring line and parameters of a registered object: the fields of its `Params`
+    """Name, first docstring line (else its module's) and parameters of a registered object: the fields of its `Params`
     dataclass, or the config keys it names in `uses` (their defaults from `defaults`)."""
     doc = (getattr(obj, "__doc__", None) or "").strip()
+    if not doc:  # no docstring of its own: its module's (one plug-in per file)
+        doc = (getattr(sys.modules.get(getattr(obj, "__module__", "")), "__doc__", None) or "").strip()
     help_line = doc.splitlines()[0].strip() if doc else ""
     params: list[tuple[str, Any]] = []
     spec = getattr(obj, "Params", None)

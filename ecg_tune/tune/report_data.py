@@ -21,16 +21,27 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ecg_tune.errors import EcgTuneError
+from ecg_tune.plugins import PROTOCOLS
 from ecg_tune.tune.spaces import Ablation, Node, _parse_space
 from ecg_tune.tune.sweep import SweepSettings, resolve_sweep_dir
 
-PROTOCOLS = ("linear", "finetune", "supervised", "random")  # protocols with one final test AUC
-CURVES = ("label-efficiency", "noise")  # protocols whose result is a curve of points
 BUDGET_KEY = "budget_complete"
 # MLflow run status → our trial state, for runs without an `ecg_tune.state` tag (still running, or
 # ended by `end_orphans` after a driver crash).
 _STATE_OF_STATUS = {"RUNNING": "running", "SCHEDULED": "running", "KILLED": "killed", "FAILED": "error",
                     "FINISHED": "finished"}
+
+
+def curve_protocols(trials: list[Trial]) -> list[str]:
+    """The registered protocols whose results in `trials` are curves (`<protocol>.<x>.test_auc` metrics)."""
+    keys = {k for t in trials for k in t.metrics if k.endswith(".test_auc")}
+    return [p for p in PROTOCOLS if any(k.startswith(f"{p}.") and k != f"{p}.test_auc" for k in keys)]
+
+
+def scalar_protocols(trials: list[Trial]) -> list[str]:
+    """The registered protocols with one final test AUC (`<protocol>.test_auc`): all but the curves."""
+    curves = set(curve_protocols(trials))
+    return [p for p in PROTOCOLS if p not in curves]
 
 
 @dataclass

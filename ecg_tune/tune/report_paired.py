@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ecg_tune.tune.report_data import PROTOCOLS, SweepRecord
+from ecg_tune.tune.report_data import SweepRecord, scalar_protocols
 from ecg_tune.tune.report_tables import Group, groups
 
 ALPHA = 0.05
@@ -199,7 +199,7 @@ def paired_table(rec: SweepRecord, *, n_boot: int = N_BOOT, seed: int = BOOT_SEE
     for g in gs:
         if g is baseline:
             continue
-        for protocol in PROTOCOLS:
+        for protocol in scalar_protocols(rec.trials):
             row = _compare(rec, g, baseline, protocol, n_boot, seed)
             if row is not None:
                 rows.append(row)

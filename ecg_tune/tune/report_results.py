@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecg_tune.tune.report_data import PROTOCOLS, SweepRecord, Trial
+from ecg_tune.tune.report_data import SweepRecord, Trial, scalar_protocols
 from ecg_tune.tune.report_stats import summarize
 from ecg_tune.tune.report_tables import Group, best_first, bootstrap_ci, groups
 
@@ -57,7 +57,7 @@ def results_table(rec: SweepRecord) -> pd.DataFrame:
     """One row per (group, protocol): mean over the group's complete trials of each number."""
     rows, old = [], False
     for g in shown_groups(rec):
-        for protocol in PROTOCOLS:
+        for protocol in scalar_protocols(rec.trials):
             ts = [t for t in g.trials if _ran(rec, t, protocol)]
             if not ts:
                 continue
@@ -84,7 +84,7 @@ def per_class_table(rec: SweepRecord) -> pd.DataFrame:
     """One row per (group, protocol, class): AUROC and AUPRC (mean over the group's trials), absent flag."""
     rows = []
     for g in shown_groups(rec):
-        for protocol in PROTOCOLS:
+        for protocol in scalar_protocols(rec.trials):
             jsons = [j for t in g.trials if (j := rec.protocol_json(t, protocol))]
             codes = list(dict.fromkeys(str(c) for j in jsons for c in (j.get("per_class") or {})))
             absent = {str(c) for j in jsons for c in (j.get("absent_classes") or [])}

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ecg_tune.tune.best import Candidate, best, is_test_metric
 from ecg_tune.tune.leaderboard import rank_board
-from ecg_tune.tune.report_data import CURVES, PROTOCOLS, SweepRecord, Trial
+from ecg_tune.tune.report_data import SweepRecord, Trial, curve_protocols, scalar_protocols
 from ecg_tune.tune.report_stats import Summary, summarize, welch
 
 FINAL_KEYS = ("val_auc", "test_auc", "test_ci_low", "test_ci_high")
@@ -42,7 +42,7 @@ def varying_params(trials: list[Trial]) -> list[str]:
 
 def final_metric_keys(trials: list[Trial], keys: tuple[str, ...] = FINAL_KEYS) -> list[str]:
     present = {k for t in trials for k in t.metrics}
-    return [f"{p}.{k}" for p in PROTOCOLS for k in keys if f"{p}.{k}" in present]
+    return [f"{p}.{k}" for p in scalar_protocols(trials) for k in keys if f"{p}.{k}" in present]
 
 
 def leaderboard(rec: SweepRecord) -> pd.DataFrame:
@@ -135,7 +135,7 @@ def best_first(rec: SweepRecord, gs: list[Group]) -> list[Group]:
 def bootstrap_ci(rec: SweepRecord, trial: Trial, metric: str) -> tuple[float, float] | None:
     """The protocol's bootstrap CI of a `<protocol>.test_auc` metric: logged metrics, else the JSON."""
     protocol, _, key = metric.rpartition(".")
-    if key != "test_auc" or protocol not in PROTOCOLS:
+    if key != "test_auc" or protocol not in scalar_protocols(rec.trials):
         return None
     low, high = trial.value(f"{protocol}.test_ci_low"), trial.value(f"{protocol}.test_ci_high")
     if math.isfinite(low) and math.isfinite(high):
@@ -228,7 +228,7 @@ def curve_table(rec: SweepRecord, protocol: str) -> pd.DataFrame:
 
 def curve_tables(rec: SweepRecord) -> dict[str, pd.DataFrame]:
     out = {}
-    for protocol in CURVES:
+    for protocol in curve_protocols(rec.trials):
         table = curve_table(rec, protocol)
         if not table.empty:
             out[protocol] = table

@@ -13,15 +13,10 @@ import warnings
 from typing import Any
 
 import optuna
-from ray.tune.schedulers import (
-    ASHAScheduler,
-    FIFOScheduler,
-    HyperBandScheduler,
-    PopulationBasedTraining,
-    TrialScheduler,
-)
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from ecg_tune.plugins import SAMPLERS, SCHEDULERS
 from ecg_tune.tune.spaces import GRID_KEY, SearchSpace, SweepSpec, pbt_mutations
 
 log = logging.getLogger(__name__)
@@ -96,16 +91,9 @@ def _step(result: dict) -> int:
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    s = spec.searcher
-    if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    if s.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-    if s.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-    return optuna.samplers.QMCSampler(seed=s.seed)
+    """The Optuna sampler registered as `searcher.sampler` (SAMPLERS, tune/samplers.py)."""
+    sampler: optuna.samplers.BaseSampler = SAMPLERS[spec.searcher.sampler]().build(spec.searcher)
+    return sampler
 
 
 def make_searcher(spec: SweepSpec, *, storage_url: str | None = None) -> BudgetAwareOptunaSearch:
@@ -121,21 +109,11 @@ def make_searcher(spec: SweepSpec, *, storage_url: str | None = None) -> BudgetA
 
 
 def make_scheduler(spec: SweepSpec, *, ablation: bool = False) -> TrialScheduler:
-    b = spec.budget
+    """The Ray scheduler registered as the spec's scheduler (SCHEDULERS, tune/schedulers.py)."""
     common: dict[str, Any] = {"time_attr": "epoch", "metric": spec.objective.metric, "mode": spec.objective.mode}
     sched = "fifo" if ablation else spec.effective_scheduler  # ablation cells all train fully
-    if sched == "fifo":
-        return FIFOScheduler()
-    if sched == "asha":
-        return ASHAScheduler(max_t=b.max_epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor, **common)
-    if sched == "asha_promotion":
-        from ecg_tune.tune.asha import PromotionASHA
-
-        return PromotionASHA(max_t=b.max_epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor,
-                             max_concurrent=b.max_concurrent, **common)
-    if sched == "hyperband":
-        return HyperBandScheduler(max_t=b.max_epochs, reduction_factor=b.reduction_factor, **common)
-    return make_pbt(spec, **common)
+    scheduler: TrialScheduler = SCHEDULERS[sched]().build(spec, common)
+    return scheduler
 
 
 class ClipToSpace:

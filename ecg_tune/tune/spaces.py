@@ -23,10 +23,8 @@ import yaml
 
 from ecg_tune.config import TrialConfig, check_params, check_ranges, from_flat
 from ecg_tune.errors import ConfigError
+from ecg_tune.plugins import PROTOCOLS, SAMPLERS, SCHEDULERS
 
-SCHEDULERS = ("asha", "asha_promotion", "hyperband", "pbt", "fifo")
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
-PROTOCOLS = ("linear", "finetune", "supervised", "random", "label-efficiency", "noise")
 OBJECTIVE_METRICS = ("probe_auc", "loss")
 # Budgets beyond these are typos or runaway loops (1e9 trials kept launching failing trials until killed).
 MAX_TRIALS = 10_000

@@ -279,23 +279,24 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
+    from ecg_tune.plugins import SCHEDULERS
     from ecg_tune.tune.failfast import StopOnVerdict
     from ecg_tune.tune.searcher import make_scheduler, make_searcher
     from ecg_tune.tune.spaces import GRID_KEY, sample_population
 
-    sched = spec.effective_scheduler  # fifo for an ablation grid
+    sched = SCHEDULERS[spec.effective_scheduler]  # fifo for an ablation grid
     max_conc = spec.budget.max_concurrent or None
-    if max_conc is None and spec.ablation is None and sched not in ("pbt", "asha_promotion"):
+    if max_conc is None and spec.ablation is None and not (sched.population or sched.limits_concurrency):
         # Ray lets a searcher that has no concurrency limit keep just one trial pending, so trials
         # would start one at a time; limit it to the trials the cluster holds now instead.
         slots = _cluster_slots(spec)
         max_conc = slots if slots >= 1 else None
         log.info("budget.max_concurrent 0: %s trials at a time (the cluster's current capacity)", slots or "unlimited")
-    elif sched == "asha_promotion":
-        max_conc = None  # the scheduler limits concurrency itself (see ecg_tune/tune/asha.py)
+    elif sched.limits_concurrency:
+        max_conc = None  # the scheduler limits concurrency itself (e.g. ecg_tune/tune/asha.py)
     _snapshot_period(num_samples)
     param_space: dict[str, Any] = {}
-    if spec.ablation is not None or sched == "pbt":
+    if spec.ablation is not None or sched.population:
         # Every trial fully determined by one grid value, its whole flat config: an ablation cell (per
         # seed), or a PBT population member (Ray's PBT takes no search algorithm: the population is
         # drawn from the space here, and PBT then exploits and explores).
@@ -326,7 +327,7 @@ def _tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples: int
         # PBT hands a trial's checkpoint to others later: keep more of them around (Ray warns at <= 2).
         # PBT exploits the donor's checkpoint of its last perturbation: keep at least that far back.
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=max(4, spec.budget.perturbation_interval + 2) if sched == "pbt" else 2),
+            num_to_keep=max(4, spec.budget.perturbation_interval + 2) if sched.population else 2),
         failure_config=tune.FailureConfig(max_failures=3),
         stop=StopOnVerdict(spec.name),  # the first trials all failed the same way (failfast.py)
         verbose=1,

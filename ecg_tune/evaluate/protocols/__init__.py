@@ -12,25 +12,33 @@ encoder is never modified.
 - `label_efficiency`: the protocol on the first n training folds (or a fraction of training records).
 - `noise_robustness`: a model trained on clean data, scored on noised windows at levels L0-L6 (§6.5).
 - `quick_probe`: the fast fold-9 probe for the tuner (cached window features; fold 10 untouched).
+
+Each protocol is a `Protocol` class in its own module here (`linear.py`, `finetune.py`, `fresh.py`,
+`label_efficiency.py`, `noise.py`), registered in `PROTOCOLS` (ecg_tune/plugins.py) and run with one
+resolved `ProtocolSetup`; the functions below are the keyword-argument front doors to them.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ecg_tune.config import DataConfig, EvalConfig
-from ecg_tune.errors import ConfigError
-from ecg_tune.evaluate import runner
 from ecg_tune.evaluate.curves import label_efficiency, noise_robustness
 from ecg_tune.evaluate.probe import quick_probe
+from ecg_tune.evaluate.protocols.base import Protocol, ProtocolSetup
+from ecg_tune.evaluate.protocols.finetune import Finetune
+from ecg_tune.evaluate.protocols.fresh import run_fresh
+from ecg_tune.evaluate.protocols.linear import Linear
 from ecg_tune.evaluate.results import CurveResult, ProtocolResult, format_result
+from ecg_tune.plugins import PROTOCOLS
 
 __all__ = [
     "PROTOCOLS",
+    "Protocol",
+    "ProtocolSetup",
     "evaluate_checkpoint",
     "finetune",
     "format_result",
@@ -42,8 +50,6 @@ __all__ = [
     "run_protocol",
     "supervised",
 ]
-
-PROTOCOLS = ("linear", "finetune", "supervised", "random", "label-efficiency", "noise")
 
 
 def linear(
@@ -60,13 +66,7 @@ def linear(
 
     `encoder`: an Encoder, a Checkpoint or a checkpoint path. `label_set` defaults to data.label_set.
     """
-    label_set, eval_cfg, data_cfg = runner.defaults(label_set, eval_cfg, data_cfg)
-    trained, header = runner.source(encoder)
-    task = runner.task_for(header, dataset, label_set, data_cfg, device)
-    runner.check_leads(trained, task)
-    name = runner.encoder_name(trained, header)
-    cfg = runner.resolve(eval_cfg, runner.recipe_for(trained, header))
-    return runner.linear_on_task(copy.deepcopy(trained), task, cfg, seed, "linear", name)
+    return Linear().run(encoder, dataset, ProtocolSetup.resolve(label_set, eval_cfg, data_cfg, device, seed))
 
 
 def finetune(
@@ -80,14 +80,7 @@ def finetune(
     seed: int = 0,
 ) -> ProtocolResult:
     """Finetuning: `finetune_head_epochs` head-only epochs, then all layers, discriminative lrs."""
-    label_set, eval_cfg, data_cfg = runner.defaults(label_set, eval_cfg, data_cfg)
-    trained, header = runner.source(encoder)
-    task = runner.task_for(header, dataset, label_set, data_cfg, device)
-    runner.check_leads(trained, task)
-    name = runner.encoder_name(trained, header)
-    recipe = runner.recipe_for(trained, header)
-    cfg = runner.resolve(eval_cfg, recipe)
-    return runner.finetune_on_task(copy.deepcopy(trained), task, cfg, seed, "finetune", name, recipe)
+    return Finetune().run(encoder, dataset, ProtocolSetup.resolve(label_set, eval_cfg, data_cfg, device, seed))
 
 
 def supervised(
@@ -106,9 +99,8 @@ def supervised(
     `encoder_name`: a registry name (with `encoder_params`), an EncoderConfig, a Checkpoint or path
     (its architecture, not its weights) or an encoder instance (re-initialised copy).
     """
-    return _fresh(
-        "supervised", encoder_name, encoder_params, dataset, label_set, eval_cfg, data_cfg, device, seed
-    )
+    setup = ProtocolSetup.resolve(label_set, eval_cfg, data_cfg, device, seed)
+    return run_fresh("supervised", encoder_name, encoder_params, dataset, setup)
 
 
 def random(
@@ -123,40 +115,8 @@ def random(
     seed: int = 0,
 ) -> ProtocolResult:
     """Linear evaluation of a frozen randomly initialised encoder (the supervised 'linear' row, §6.3)."""
-    return _fresh(
-        "random", encoder_name, encoder_params, dataset, label_set, eval_cfg, data_cfg, device, seed
-    )
-
-
-def _fresh(
-    protocol: str,
-    spec: Any,
-    params: dict[str, Any] | None,
-    dataset: Any,
-    label_set: str | None,
-    eval_cfg: EvalConfig | None,
-    data_cfg: DataConfig | None,
-    device: str | torch.device,
-    seed: int,
-) -> ProtocolResult:
-    if dataset is None:
-        raise TypeError(f"{protocol}() needs a dataset")
-    label_set, eval_cfg, data_cfg = runner.defaults(label_set, eval_cfg, data_cfg)
-    if isinstance(spec, str) and runner.is_encoder_name(spec):
-        spec = (spec, params or {})
-    elif isinstance(spec, str | Path):
-        from ecg_tune.ssl.checkpoint import load_checkpoint
-
-        spec = load_checkpoint(spec)
-    header = getattr(spec, "header", None)
-    task = runner.task_for(header, dataset, label_set, data_cfg, device)
-    encoder, name = runner.fresh_encoder(spec, task, seed)
-    runner.check_leads(encoder, task)
-    recipe = runner.recipe_for(encoder, None)
-    cfg = runner.resolve(eval_cfg, recipe)
-    if protocol == "random":
-        return runner.linear_on_task(encoder, task, cfg, seed, "random", name)
-    return runner.finetune_on_task(encoder, task, cfg, seed, "supervised", name, recipe)
+    setup = ProtocolSetup.resolve(label_set, eval_cfg, data_cfg, device, seed)
+    return run_fresh("random", encoder_name, encoder_params, dataset, setup)
 
 
 def run_protocol(
@@ -170,25 +130,18 @@ def run_protocol(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> ProtocolResult | CurveResult:
-    """Run protocol `name` (one of PROTOCOLS). supervised/random use only the architecture of
-    `checkpoint_or_encoder`; label-efficiency runs the linear protocol on eval.label_folds; noise
-    trains a linear head on clean data and scores eval.noise_levels."""
-    kwargs: dict[str, Any] = dict(
-        label_set=label_set, eval_cfg=eval_cfg, data_cfg=data_cfg, device=device, seed=seed
-    )
-    if name == "linear":
-        return linear(checkpoint_or_encoder, dataset, **kwargs)
-    if name == "finetune":
-        return finetune(checkpoint_or_encoder, dataset, **kwargs)
-    if name == "supervised":
-        return supervised(checkpoint_or_encoder, None, dataset, **kwargs)
-    if name == "random":
-        return random(checkpoint_or_encoder, None, dataset, **kwargs)
-    if name == "label-efficiency":
-        return label_efficiency(checkpoint_or_encoder, dataset, **kwargs)
-    if name == "noise":
-        return noise_robustness(checkpoint_or_encoder, dataset, **kwargs)
-    raise ConfigError("evaluation.protocols", f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    """Run the protocol registered as `name` (PROTOCOLS). supervised/random use only the architecture
+    of `checkpoint_or_encoder`; label-efficiency runs the curve protocol on eval.label_folds; noise
+    trains a head on clean data and scores eval.noise_levels."""
+    if name not in PROTOCOLS:
+        from ecg_tune.errors import ConfigError
+
+        raise ConfigError(
+            "evaluation.protocols", f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS.names())}"
+        )
+    setup = ProtocolSetup.resolve(label_set, eval_cfg, data_cfg, device, seed)
+    protocol: Protocol = PROTOCOLS[name]()
+    return protocol.run(checkpoint_or_encoder, dataset, setup)
 
 
 def evaluate_checkpoint(

@@ -1,0 +1,315 @@
+"""Plug-ins (#15): a method, an encoder and a protocol added from outside the package, with one
+registration each (an entry point of a distribution on the path, nothing in ecg_tune edited), run
+through pretrain, evaluate, a search space, a sweep and the report, and show in `ecg-tune list`.
+And the package keeps no `isinstance` on a method/encoder class outside its module and no hand-kept
+lists of registered names."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ecg_tune.cli import main
+from ecg_tune.plugins import ENCODERS, KINDS, METHODS, PROTOCOLS
+
+PKG = Path(__file__).resolve().parents[1] / "ecg_tune"
+
+TOY_MODULE = '''
+"""A toy ecg-tune plug-in written by the tests: one method, one encoder, one protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecg_tune.evaluate.protocols.base import Protocol
+from ecg_tune.ssl.encoders.base import Encoder
+from ecg_tune.ssl.methods.base import Method
+
+
+@dataclasses.dataclass
+class ToyEncoderParams:
+    width: int = 8
+
+
+class ToyEncoder(Encoder):
+    """One convolution and a mean over time (a test plug-in)."""
+
+    Params = ToyEncoderParams
+
+    @classmethod
+    def min_length(cls, params: ToyEncoderParams) -> int:
+        return 4
+
+    def __init__(self, params: ToyEncoderParams, n_leads: int, input_length: int):
+        super().__init__(params, n_leads, input_length)
+        self.conv = nn.Conv1d(n_leads, params.width, 5, padding=2)
+        self.feature_dim = params.width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(-1)
+
+
+@dataclasses.dataclass
+class ToyMethodParams:
+    spread_weight: float = 1.0
+
+
+class ToyMethod(Method):
+    """Agreement of two augmented views plus unit spread (a test plug-in)."""
+
+    Params = ToyMethodParams
+    default_encoder = "toy_enc"
+
+    def __init__(self, encoder: Encoder, params: ToyMethodParams):
+        super().__init__(encoder, params)
+        self.head = nn.Linear(encoder.feature_dim, 4)
+
+    def training_step(self, batch, augment):
+        z1 = self.head(self.encoder(augment(batch.x)))
+        z2 = self.head(self.encoder(augment(batch.x)))
+        loss = F.mse_loss(z1, z2) + self.params.spread_weight * (z1.std(0) - 1).pow(2).mean()
+        return loss, {}
+
+
+class ToyProtocol(Protocol):
+    """Linear evaluation cut to one epoch (a test plug-in)."""
+
+    uses = ("evaluation.bootstrap",)
+
+    def run(self, model, dataset, setup):
+        from ecg_tune.evaluate.protocols.linear import Linear
+
+        short = dataclasses.replace(setup, eval_cfg=dataclasses.replace(setup.eval_cfg, linear_epochs=1))
+        result = Linear().run(model, dataset, short)
+        result.protocol = "toy-protocol"
+        return result
+'''
+
+ENTRY_POINTS = """\
+[ecg_tune.methods]
+toy = toy_ecg_plugin:ToyMethod
+
+[ecg_tune.encoders]
+toy_enc = toy_ecg_plugin:ToyEncoder
+
+[ecg_tune.protocols]
+toy-protocol = toy_ecg_plugin:ToyProtocol
+"""
+
+
+def write_plugin(root: Path) -> Path:
+    """A plug-in distribution as pip would install it: the module plus its dist-info entry points."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "toy_ecg_plugin.py").write_text(textwrap.dedent(TOY_MODULE))
+    info = root / "toy_ecg_plugin-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-ecg-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def plugin_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_plugin(tmp_path_factory.mktemp("plugin"))
+
+
+@pytest.fixture
+def toy_plugin(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The toy distribution on this process's path (and on the path of any process it starts)."""
+    monkeypatch.syspath_prepend(str(plugin_root))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(plugin_root), os.environ.get("PYTHONPATH")) if p))
+    return plugin_root
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ecg_tune.data.synthetic import write_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    write_synthetic(out, n_records=200, seed=0)
+    return out
+
+
+def test_plugins_are_found_only_while_on_the_path(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "toy" not in METHODS and "toy_enc" not in ENCODERS
+    with monkeypatch.context() as m:
+        m.syspath_prepend(str(plugin_root))
+        assert "toy" in METHODS and "toy_enc" in ENCODERS and "toy-protocol" in PROTOCOLS
+        assert METHODS["toy"].__name__ == "ToyMethod"
+        assert list(METHODS)[0] == "simclr"  # built-ins first, in their registry order
+    assert "toy" not in METHODS
+
+
+def test_register_adds_a_name_in_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    METHODS.register("simclr_again", "ecg_tune.ssl.methods.simclr:SimCLR")
+    assert METHODS["simclr_again"] is METHODS["simclr"]
+    with pytest.raises(ValueError, match="module:attribute"):
+        METHODS.register("bad", "no_colon")
+
+
+def test_listing_names_imports_nothing_heavy() -> None:
+    code = (
+        "import sys; from ecg_tune.plugins import KINDS; [r.names() for r in KINDS.values()];"
+        "print(','.join(m for m in ('torch', 'ray', 'mlflow', 'optuna', 'pandas', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_list_shows_every_kind_with_params_defaults_and_help(toy_plugin: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for kind, registry in KINDS.items():
+        assert f"{kind}:" in out
+        for name in registry:
+            assert f"  {name} " in out, name
+    assert "Agreement of two augmented views plus unit spread" in out and "spread_weight=1.0" in out
+    assert "One convolution and a mean over time" in out and "width=8" in out
+    assert "Linear evaluation cut to one epoch" in out and "evaluation.bootstrap=1000" in out
+    assert "temperature=0.5" in out  # simclr's NT-Xent temperature default
+    assert main(["list", "schedulers"]) == 0
+    out = capsys.readouterr().out
+    assert "asha" in out and "budget.grace_period=1" in out and "methods:" not in out
+
+
+def test_pretrain_help_lists_the_registered_methods_and_encoders(toy_plugin: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name in [*METHODS, *ENCODERS]:
+        assert name in out
+    assert "toy," in out or "toy " in out
+
+
+def test_toy_method_encoder_and_protocol_run_through_pretrain_and_evaluate(
+    toy_plugin: Path, shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    # No --encoder: the method's own default_encoder (toy_enc), itself a plug-in.
+    code = main(["pretrain", "--data", str(shards), "--method", "toy", "--epochs", "1", "--batch-size", "32",
+                 "--set", "encoder.width=6", "--out", str(run), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    from ecg_tune.ssl.checkpoint import load_checkpoint
+
+    header = load_checkpoint(run / "encoder.ckpt").header
+    assert header["method"]["name"] == "toy" and header["encoder"]["name"] == "toy_enc"
+    for protocol in ("toy-protocol", "random"):
+        code = main(["evaluate", str(run / "encoder.ckpt"), "--data", str(shards), "--protocol", protocol,
+                     "--label-set", "superdiagnostic", "--set", "evaluation.linear_epochs=1",
+                     "--set", "evaluation.bootstrap=20", "--out", str(tmp_path / "eval")])
+        assert code == 0, capsys.readouterr().err
+        result = json.loads((tmp_path / "eval" / f"{protocol}-superdiagnostic.json").read_text())
+        assert result["protocol"] == protocol and 0.0 <= result["test_auc"] <= 1.0
+
+
+def test_toy_plugins_validate_in_a_search_space(toy_plugin: Path, shards: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from ecg_tune.errors import ConfigError
+    from ecg_tune.tune.spaces import load_spec, validate_flat
+
+    doc = sweep_doc(shards)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    spec = load_spec(path)
+    assert spec.fixed["method.name"] == "toy"
+    cfg = validate_flat({**spec.fixed_flat(), "optim.lr": 1e-3})
+    assert cfg.method.name == "toy" and cfg.evaluation.protocols == ["linear", "toy-protocol"]
+    with pytest.raises(ConfigError, match="spread_weight"):
+        validate_flat({**spec.fixed_flat(), "method.spread_weight": "x"})
+
+
+def sweep_doc(shards: Path) -> dict:
+    return {
+        "name": "toyplug",
+        "data": {"pretrain": [str(shards)], "downstream": str(shards)},
+        "objective": {"metric": "probe_auc", "mode": "max"},
+        "budget": {"trials": 2, "max_epochs": 1, "grace_period": 1, "max_concurrent": 2},
+        "resources": {"cpu": 1},
+        "scheduler": "fifo",
+        "searcher": {"sampler": "random", "seed": 0},
+        "fixed": {"method.name": "toy", "encoder.name": "toy_enc", "encoder.width": 6, "train.batch_size": 32,
+                  "evaluation.probe_epochs": 2, "evaluation.protocols": "linear,toy-protocol",
+                  "evaluation.linear_epochs": 1, "evaluation.bootstrap": 20},
+        "space": {"optim.lr": {"float": [1e-4, 1e-2], "log": True}},
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_toy_plugins_run_through_a_sweep_and_the_report(toy_plugin: Path, shards: Path, tmp_path: Path) -> None:
+    import pandas as pd
+    import yaml
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(sweep_doc(shards)))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    storage = tmp_path / "sweeps"
+    for args in (("sweep", str(space), "--storage", str(storage)), ("report", str(storage / "toyplug"))):
+        done = subprocess.run([sys.executable, "-m", "ecg_tune.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=800)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    board = pd.read_csv(storage / "toyplug" / "report" / "leaderboard.csv")
+    assert len(board) == 2 and set(board["method.name"].astype(str)) == {"toy"}
+    assert "toy-protocol.test_auc" in board.columns and board["toy-protocol.test_auc"].between(0, 1).all()
+
+
+# --- the package keeps its plug-ins' policy inside them ------------------------------------------------
+
+
+def _python_files() -> list[Path]:
+    return [p for p in PKG.rglob("*.py") if p.name != "plugins.py"]
+
+
+def _module_of(path: Path) -> str:
+    return ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _names_in(node: ast.expr) -> set[str]:
+    return {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node) if isinstance(n, ast.Name | ast.Attribute)}
+
+
+def test_no_isinstance_on_a_method_or_encoder_class_outside_its_module() -> None:
+    owners = {}  # class name -> defining module
+    for registry in (METHODS, ENCODERS):
+        for name in registry:
+            cls = registry[name]
+            owners[cls.__name__] = cls.__module__
+    found = []
+    for path in _python_files():
+        module = _module_of(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance" \
+                    and len(node.args) == 2:
+                for cls_name in _names_in(node.args[1]) & set(owners):
+                    if owners[cls_name] != module:
+                        found.append(f"{path.relative_to(PKG)}:{node.lineno} isinstance(..., {cls_name})")
+    assert not found, "a method/encoder's policy belongs in its class (a hook or attribute): " + "; ".join(found)
+
+
+def test_no_hand_kept_lists_of_registered_names() -> None:
+    found = []
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Tuple | ast.List | ast.Set):
+                continue
+            values = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+            if len(values) < 3 or len(values) != len(node.elts):
+                continue
+            for kind, registry in KINDS.items():
+                if set(values) <= set(registry):
+                    found.append(f"{path.relative_to(PKG)}:{node.lineno} {kind} {values}")
+    assert not found, "read the names from ecg_tune/plugins.py: " + "; ".join(found)
