@@ -35,11 +35,9 @@ from ecg_tune.ssl.augment import build_pipeline
 from ecg_tune.ssl.augment.base import Pipeline
 from ecg_tune.ssl.checkpoint import Checkpoint, load_checkpoint, run_header, save_checkpoint
 from ecg_tune.ssl.encoders import build_encoder
-from ecg_tune.ssl.encoders.base import Encoder
 from ecg_tune.ssl.loader import WindowBatches
 from ecg_tune.ssl.methods import METHODS, build_method
 from ecg_tune.ssl.methods.base import Method
-from ecg_tune.ssl.methods.cpc import CPC
 from ecg_tune.ssl.optim import build_optimizer, build_scheduler
 from ecg_tune.ssl.stream_loader import StreamBatches
 
@@ -269,10 +267,10 @@ class Trainer:
 
     def _compile(self) -> None:
         """`train.compile` (see the class docstring): compile the method's encoders in place."""
-        if isinstance(self.method, CPC):
+        if self.method.compile_unsupported:
             warnings.warn(
-                "train.compile is ignored for method cpc: its training step calls the encoder's "
-                "forward_local/forward_context, which torch.compile of the encoder does not cover",
+                f"train.compile is ignored for method {_method_name(self.method)}: "
+                f"{self.method.compile_unsupported}",
                 stacklevel=3,
             )
             return
@@ -283,7 +281,7 @@ class Trainer:
                 f"torch.compile cannot build kernels for {self.device} on this machine ({reason}); install "
                 "a C/C++ compiler and the Python headers (Debian: g++ python3-dev) or set train.compile=false",
             )
-        for encoder in _encoders(self.method):
+        for encoder in self.method.compile_targets():
             # In place: parameter names (and so checkpoints) stay those of the uncompiled encoder.
             encoder.compile()
 
@@ -476,15 +474,10 @@ def _build_method(cfg: TrialConfig, method_params: dict[str, Any], n_leads: int,
     return build_method(cfg.method.name, method_params, encoder)
 
 
-def _encoders(module: torch.nn.Module) -> list[Encoder]:
-    """The outermost `Encoder` submodules of `module`: the online encoder and e.g. BYOL's target one."""
-    found: list[Encoder] = []
-    for child in module.children():
-        if isinstance(child, Encoder):
-            found.append(child)
-        else:
-            found.extend(_encoders(child))
-    return found
+def _method_name(method: Method) -> str:
+    """The registry name of `method`'s class (its class name when it is not registered)."""
+    target = f"{type(method).__module__}:{type(method).__qualname__}"
+    return next((n for n in METHODS if METHODS.target(n) == target), type(method).__name__)
 
 
 def _with_n_classes(method_name: str, params: dict[str, Any], n_classes: int) -> dict[str, Any]:
