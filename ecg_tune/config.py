@@ -148,7 +148,7 @@ _SECTIONS = {
 _OPEN_SECTIONS = {"method", "encoder"}  # any other key goes to params (checked by the implementation)
 
 
-def _join(value: list[Any]) -> str:
+def _join(value: list[Any] | tuple[Any, ...]) -> str:
     return ",".join(str(v) for v in value)
 
 

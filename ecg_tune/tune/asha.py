@@ -78,9 +78,9 @@ class PromotionASHA(FIFOScheduler):
         if self._time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
         if result.get("failure_reason"):  # it diverged and ends itself: it must not take a promotion place
-            for rung in self.scores:
-                if trial.trial_id in rung:
-                    rung[trial.trial_id] = self._worst
+            for rung_scores in self.scores:
+                if trial.trial_id in rung_scores:
+                    rung_scores[trial.trial_id] = self._worst
             return TrialScheduler.CONTINUE
         t = int(result[self._time_attr])
         if t >= self.max_t or t not in self.milestones:

@@ -180,7 +180,7 @@ class MLflowTracking(Callback):
         return self._worker
 
     # ---------------------------------------------------------------- Tune hooks
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any) -> None:
         parent = self.parent_run_id
         self.worker.submit(lambda c: c.update_run(parent, status="RUNNING"))
 
@@ -279,7 +279,8 @@ class MLflowTracking(Callback):
                 tags["ecg_tune.cell"] = str(cell)
             client = MlflowClient(self.tracking_uri)
             run_id = _with_retries(lambda: client.create_run(self.experiment_id, tags=tags).info.run_id)
-            self.worker.submit(lambda c, run_id=run_id: _log_params(c, run_id, params))
+            created: str = run_id
+            self.worker.submit(lambda c: _log_params(c, created, params))
         self.trial_runs[trial_id] = run_id
         self._attached.add(trial_id)
         return run_id
