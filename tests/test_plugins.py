@@ -262,9 +262,11 @@ def test_toy_plugins_run_through_a_sweep_and_the_report(toy_plugin: Path, shards
         done = subprocess.run([sys.executable, "-m", "ecg_tune.cli", *args], env=env, capture_output=True,
                               text=True, timeout=800)
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    board = pd.read_csv(storage / "toyplug" / "report" / "leaderboard.csv")
-    assert len(board) == 2 and set(board["method.name"].astype(str)) == {"toy"}
+    report = storage / "toyplug" / "report"
+    board = pd.read_csv(report / "leaderboard.csv")  # (method.name is fixed, so not a column)
+    assert len(board) == 2 and set(board["state"]) == {"finished"}
     assert "toy-protocol.test_auc" in board.columns and board["toy-protocol.test_auc"].between(0, 1).all()
+    assert set(pd.read_csv(report / "results.csv")["protocol"]) == {"linear", "toy-protocol"}
 
 
 # --- the package keeps its plug-ins' policy inside them ------------------------------------------------
