@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ecg_tune.errors import ConfigError, DatasetError, EcgTuneError
+from ecg_tune.tune.space_validate import _branch_configs
 from ecg_tune.tune.spaces import (
     MAX_TRIALS,
     BranchParam,
@@ -22,7 +23,6 @@ from ecg_tune.tune.spaces import (
     IntParam,
     SubsetParam,
     SweepSpec,
-    _branch_configs,
     check_objective,
 )
 

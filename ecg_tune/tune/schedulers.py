@@ -2,13 +2,16 @@
 
 Registered in `SCHEDULERS` (ecg_tune/plugins.py). A scheduler class has a one-line docstring, `uses`
 (the `budget.*` keys it reads, shown by `ecg-tune list schedulers`), two policies the sweep asks
-instead of checking names, and `build(spec, common)` -> a Ray TrialScheduler, where `common` holds
+instead of checking names, `check(spec)` (its own refusals at parse time), `mutated_keys(spec)` (config
+keys it changes during a trial) and `build(spec, common)` -> a Ray TrialScheduler, where `common` holds
 `time_attr`, `metric` and `mode`. Ray is imported inside `build`, so listing costs nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from ecg_tune.errors import ConfigError
 
 
 class Scheduler:
@@ -19,6 +22,15 @@ class Scheduler:
     population: ClassVar[bool] = False
     # The scheduler limits how many trials run at once itself: the sweep sets no concurrency limit.
     limits_concurrency: ClassVar[bool] = False
+
+    @classmethod
+    def check(cls, spec: Any) -> None:
+        """Refuse a parsed sweep spec this scheduler cannot run (raise ConfigError naming the key)."""
+
+    @classmethod
+    def mutated_keys(cls, spec: Any) -> list[str]:
+        """Config keys the scheduler changes during a trial (trials report them as metrics, not params)."""
+        return []
 
     def build(self, spec: Any, common: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -77,6 +89,21 @@ class PBT(Scheduler):
 
     uses = ("budget.trials", "budget.perturbation_interval")
     population = True
+
+    @classmethod
+    def check(cls, spec: Any) -> None:
+        if 0 < spec.budget.max_concurrent < spec.budget.trials:
+            raise ConfigError("budget.max_concurrent", "pbt trains its population together (members exploit each "
+                                                       "other); a smaller limit would run it in separate batches: use 0")
+        if not cls.mutated_keys(spec):
+            raise ConfigError("scheduler", "pbt explores by mutating float parameters at the top level of space: "
+                                           "(e.g. optim.lr: {float: [1e-4, 1e-2], log: true}); this space has none")
+
+    @classmethod
+    def mutated_keys(cls, spec: Any) -> list[str]:
+        from ecg_tune.tune.space_sampling import pbt_mutations
+
+        return [n.key for n in pbt_mutations(spec.space)]
 
     def build(self, spec: Any, common: dict[str, Any]) -> Any:
         from ecg_tune.tune.searcher import make_pbt

@@ -21,7 +21,7 @@ from typing import Any
 import ecg_tune
 from ecg_tune.errors import ConfigError, EcgTuneError
 from ecg_tune.tune.leaderboard import leaderboard, print_leaderboard  # noqa: F401 (print_leaderboard: re-exported)
-from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec, pbt_mutations
+from ecg_tune.tune.spaces import SweepSpec, load_spec, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +161,11 @@ def dataset_paths(spec: SweepSpec) -> list[str]:
 
 def _open_data(paths: list[str], sweep_dir: str, spec: SweepSpec) -> Any:
     from ecg_tune.data import open_dataset
+    from ecg_tune.plugins import SCHEDULERS
     from ecg_tune.tune.trainable import SweepData
 
     # PBT changes these during a trial; MLflow params cannot change, so trials report them as metrics.
-    mutated = [n.key for n in pbt_mutations(spec.space)] if spec.effective_scheduler == "pbt" else []
+    mutated = SCHEDULERS[spec.effective_scheduler].mutated_keys(spec)
     return SweepData({p: open_dataset(p) for p in paths}, sweep_dir=sweep_dir, report_config=mutated)
 
 
