@@ -48,6 +48,20 @@ def distributions(nodes: list[Node]) -> dict[str, BaseDistribution]:
     return out
 
 
+def _contains(dist: BaseDistribution, value: Any) -> bool:
+    """Whether `value` lies in `dist`, from its public low/high/step (Optuna's own check is private)."""
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        if not dist.low <= value <= dist.high:
+            return False
+        if dist.step is None:
+            return True
+        k = (value - dist.low) / dist.step
+        return abs(k - round(k)) < 1.0e-8
+    return False
+
+
 def _value(text: str, dist: BaseDistribution) -> Any:
     """The param string as the distribution's value, or None when it does not belong to it."""
     try:
@@ -62,7 +76,7 @@ def _value(text: str, dist: BaseDistribution) -> Any:
             value = matches[0]
         else:
             return None
-        return value if dist._contains(dist.to_internal_repr(value)) else None
+        return value if _contains(dist, value) else None
     except (ValueError, TypeError):
         return None
 

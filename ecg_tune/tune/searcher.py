@@ -25,6 +25,26 @@ FULL_BUDGET_KEY = "budget_complete"  # 1.0 in the report of a trial that trained
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells trials stopped early as PRUNED.
+
+    Ray has no public hook for how a result reaches Optuna, so this subclass reads OptunaSearch's own
+    bookkeeping, `_ot_trials` (Ray trial id -> optuna.Trial) and `_completed_trials`: no public API
+    exists for them (ray 2.60). The study itself is reached through public APIs only: an Optuna
+    trial's `study`, or `optuna.load_study` on the storage given here.
+    """
+
+    def __init__(self, *args: Any, study_name: str | None = None, storage: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, study_name=study_name, storage=storage, **kwargs)
+        self.optuna_study_name = study_name
+        self.optuna_storage = storage
+
+    def _study(self) -> optuna.Study | None:
+        """The Optuna study: loaded from its storage (RDB), else the one a known trial belongs to."""
+        storage = getattr(self, "optuna_storage", None)  # absent in searchers pickled by older versions
+        if storage is not None:
+            return optuna.load_study(study_name=self.optuna_study_name, storage=storage)
+        return next((t.study for t in self._ot_trials.values()), None)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Use epochs as Optuna's step so intermediate values line up across trials.
         if trial_id in self._completed_trials or self.metric not in result:
@@ -51,7 +71,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         recorded them, so after `Tuner.restore` no Ray trial will ever tell them, and they would stay
         RUNNING in the study (and in optuna-dashboard) forever.
         """
-        study = getattr(self, "_ot_study", None)
+        study = self._study()
         if study is None:
             return 0
         known = {t.number for t in self._ot_trials.values()}
@@ -80,7 +100,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         else:
             state, value = optuna.trial.TrialState.PRUNED, None
         try:
-            self._ot_study.tell(ot_trial, value, state=state)
+            ot_trial.study.tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. a NaN value: never let the searcher kill the sweep
             log.warning("optuna could not record trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
