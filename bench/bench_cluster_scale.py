@@ -74,8 +74,8 @@ def _trial(config: dict[str, Any]) -> None:
 
 def run_variant(v: dict[str, Any], address: str) -> dict[str, Any]:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
-    # ecg_tune.tune.sweep uses 2 s up to 100 trials, then trials/50 s (sweep._snapshot_period)
-    # ecg-tune's rule (sweep._snapshot_period) unless --snapshot-s is given
+    # ecg_tune.tune.sweep uses 2 s up to 100 trials, then trials/50 s (tune/ray_start.py snapshot_period)
+    # ecg-tune's rule (tune/ray_start.py snapshot_period) unless --snapshot-s is given
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(v.get("snapshot_s") or max(2, round(v["trials"] / 50)))
     import ray
     from ray import tune
