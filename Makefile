@@ -9,21 +9,23 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv quickstart test test-slow test-all lint bench clean
+.PHONY: venv quickstart test test-slow test-all lint bench clean constraints
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml declares compatible ranges; constraints.txt pins the exact set the suites ran with.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 quickstart: venv
 	$(BIN)/ecg-tune quickstart
 
-test: venv
+# The default suite starts with the static checks: ruff and mypy must stay clean.
+test: venv lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: venv
@@ -41,6 +43,11 @@ bench: venv
 
 lint: venv
 	$(BIN)/ruff check ecg_tune tests bench
+
+# After a deliberate upgrade in .venv (and green suites): pin the tested set again.
+constraints: venv
+	{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache quickstart-output
