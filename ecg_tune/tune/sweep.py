@@ -302,7 +302,7 @@ def _finish(spec: SweepSpec, settings: SweepSettings, grid: Any) -> SweepResult:
 
     from ecg_tune.tune.csvsafe import safe_frame
     from ecg_tune.tune.failfast import error_line, verdict
-    from ecg_tune.tune.registry import register_best
+    from ecg_tune.tune.model_registry import register_best
     from ecg_tune.tune.tracking import end_orphans
 
     client = MlflowClient(settings.tracking_uri)

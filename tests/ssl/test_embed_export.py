@@ -1,4 +1,4 @@
-"""Every registered encoder exports to the TorchScript embedder that the registry logs (tune/registry.py).
+"""Every registered encoder exports to the TorchScript embedder that the registry logs (tune/model_registry.py).
 
 The export is `script_embedder(Embedder(...))` saved with `torch.jit.save` (what MLflow's pickle format
 stores) and loaded back. Its output is compared with an eager reference written here: per-lead

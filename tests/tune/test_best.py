@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ecg_tune.errors import EcgTuneError
 from ecg_tune.tune.best import Candidate, best, check_objective, is_test_metric, ranked
 from ecg_tune.tune.leaderboard import leaderboard, print_leaderboard
-from ecg_tune.tune.registry import best_trial_encoder
+from ecg_tune.tune.model_registry import best_trial_encoder
 
 
 def brute_force_best(cands: list[Candidate], mode: str) -> Candidate | None:

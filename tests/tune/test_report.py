@@ -33,10 +33,10 @@ from scipy import stats
 
 from ecg_tune.errors import EcgTuneError
 from ecg_tune.tune.report import OUTPUTS, build_report
-from ecg_tune.tune.report_data import open_sweep
-from ecg_tune.tune.report_importance import distributions, trial_params
-from ecg_tune.tune.report_paper import PUBLISHED
-from ecg_tune.tune.report_stats import summarize, welch
+from ecg_tune.tune.report.data import open_sweep
+from ecg_tune.tune.report.importance import distributions, trial_params
+from ecg_tune.tune.report.paper import PUBLISHED
+from ecg_tune.tune.report.stats import summarize, welch
 from ecg_tune.tune.sweep import SweepSettings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from ecg_tune.tune.report_paired import class_aucs, holm, paired_bootstrap, resample_indices
+from ecg_tune.tune.report.paired import class_aucs, holm, paired_bootstrap, resample_indices
 
 
 def sklearn_macro_present(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -40,7 +40,7 @@ def test_class_aucs_equal_sklearn_on_the_resampled_records(seed: int, n: int, n_
 
 
 def test_sorted_path_for_large_classes_equals_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ecg_tune.tune.report_paired as paired
+    import ecg_tune.tune.report.paired as paired
 
     monkeypatch.setattr(paired, "_MATRIX_LIMIT", 0)  # every class through the sort-and-cumsum path
     rng = np.random.default_rng(7)

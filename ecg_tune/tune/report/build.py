@@ -39,8 +39,8 @@ from rich.table import Table
 
 from ecg_tune.tune.best import RULE
 from ecg_tune.tune.csvsafe import safe_frame
-from ecg_tune.tune.report_data import SweepRecord, open_sweep
-from ecg_tune.tune.report_html import (
+from ecg_tune.tune.report.data import SweepRecord, open_sweep
+from ecg_tune.tune.report.html_page import (
     LEADERBOARD_ROWS,
     Section,
     ablation_display,
@@ -57,18 +57,18 @@ from ecg_tune.tune.report_html import (
     results_display,
     table_html,
 )
-from ecg_tune.tune.report_importance import distributions, param_importances
-from ecg_tune.tune.report_paired import N_BOOT, paired_table
-from ecg_tune.tune.report_paper import PAPER_SOURCE, PUBLISHED, paper_table
-from ecg_tune.tune.report_plots import (
+from ecg_tune.tune.report.importance import distributions, param_importances
+from ecg_tune.tune.report.paired import N_BOOT, paired_table
+from ecg_tune.tune.report.paper import PAPER_SOURCE, PUBLISHED, paper_table
+from ecg_tune.tune.report.plots import (
     plot_curve,
     plot_history,
     plot_importance,
     plot_learning_curves,
     plot_parallel,
 )
-from ecg_tune.tune.report_results import per_class_table, random_baselines, results_table
-from ecg_tune.tune.report_tables import ablation_table, curve_tables, leaderboard
+from ecg_tune.tune.report.results import per_class_table, random_baselines, results_table
+from ecg_tune.tune.report.tables import ablation_table, curve_tables, leaderboard
 
 log = logging.getLogger(__name__)
 __all__ = ["build_report", "PUBLISHED", "PAPER_SOURCE"]

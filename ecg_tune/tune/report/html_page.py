@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ecg_tune.tune.leaderboard import BEST_MARK
-from ecg_tune.tune.report_tables import x_order
+from ecg_tune.tune.report.tables import x_order
 
 LEADERBOARD_ROWS = 200  # the page shows this many; leaderboard.csv has every trial
 FAILURE_CHARS = 120

@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from ecg_tune.tune.report_data import SweepRecord, Trial
+from ecg_tune.tune.report.data import SweepRecord, Trial
 from ecg_tune.tune.spaces import (
     BranchParam,
     ChoiceParam,

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ecg_tune.tune.report_data import SweepRecord, scalar_protocols
-from ecg_tune.tune.report_tables import Group, groups
+from ecg_tune.tune.report.data import SweepRecord, scalar_protocols
+from ecg_tune.tune.report.tables import Group, groups
 
 ALPHA = 0.05
 N_BOOT = 1000

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from ecg_tune.tune.report_data import SweepRecord
-from ecg_tune.tune.report_tables import Group, best_first, group_summary, groups
+from ecg_tune.tune.report.data import SweepRecord
+from ecg_tune.tune.report.tables import Group, best_first, group_summary, groups
 
 PAPER_SOURCE = (
     "Mehari & Strodthoff 2022, PTB-XL all statements (71 labels), test macro AUC, mean (std); "

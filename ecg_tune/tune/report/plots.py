@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from ecg_tune.tune.report_data import SweepRecord
-from ecg_tune.tune.report_tables import typed, varying_params, x_order
+from ecg_tune.tune.report.data import SweepRecord
+from ecg_tune.tune.report.tables import typed, varying_params, x_order
 
 DPI = 110
 MAX_AXES = 12  # parallel-coordinate axes besides the objective

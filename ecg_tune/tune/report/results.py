@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecg_tune.tune.report_data import SweepRecord, Trial, scalar_protocols
-from ecg_tune.tune.report_stats import summarize
-from ecg_tune.tune.report_tables import Group, best_first, bootstrap_ci, groups
+from ecg_tune.tune.report.data import SweepRecord, Trial, scalar_protocols
+from ecg_tune.tune.report.stats import summarize
+from ecg_tune.tune.report.tables import Group, best_first, bootstrap_ci, groups
 
 TOP_GROUPS = 8  # groups of a search sweep shown (best first); an ablation shows every cell
 NEW_FIELDS = ("test_auprc", "test_auc_present", "absent_classes")

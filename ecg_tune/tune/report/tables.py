@@ -15,8 +15,8 @@ import pandas as pd
 
 from ecg_tune.tune.best import Candidate, best, is_test_metric
 from ecg_tune.tune.leaderboard import rank_board
-from ecg_tune.tune.report_data import SweepRecord, Trial, curve_protocols, scalar_protocols
-from ecg_tune.tune.report_stats import Summary, summarize, welch
+from ecg_tune.tune.report.data import SweepRecord, Trial, curve_protocols, scalar_protocols
+from ecg_tune.tune.report.stats import Summary, summarize, welch
 
 FINAL_KEYS = ("val_auc", "test_auc", "test_ci_low", "test_ci_high")
 TOP_CURVE_GROUPS = 8  # lines per curve plot in a search sweep (best trials first)
