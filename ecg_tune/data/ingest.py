@@ -22,11 +22,10 @@ deleting manifest.json and re-running rewrites nothing. Different settings reset
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,232 +34,19 @@ import pyarrow.parquet as pq
 
 from ecg_tune.data import shards as shard_io
 from ecg_tune.data.folds import assign_folds
+from ecg_tune.data.ingest_record import UNITS_PER_MV, Target, prepare  # noqa: F401 (re-exported)
 from ecg_tune.data.ingest_report import warn_about
+from ecg_tune.data.ingest_tasks import PieceTask, ShardTask, process_records, run_piece, run_shard
 from ecg_tune.data.journal import JOURNAL, Journal
 from ecg_tune.data.leads import lead_order as resolve_lead_order
 from ecg_tune.data.lock import claim_output
 from ecg_tune.data.manifest import FORMAT_VERSION, MANIFEST, Manifest, label_set_summary, normalization
 from ecg_tune.data.record import RawRecord
-from ecg_tune.data.resample import resample
 from ecg_tune.data.sources import RecordRef, Source, build_source
-from ecg_tune.data.sources.base import normalise_leads
 from ecg_tune.data.workers import Runner, default_workers
 from ecg_tune.errors import ConfigError, DatasetError, RecordError
 
 PIECE = 250  # records per work unit: small enough to spread 500 records over cores, big enough to amortise
-UNITS_PER_MV = 1000.0  # 1 µV per int16 step: ±32.767 mV range
-_LABEL_SET = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-@dataclass(frozen=True)
-class Target:
-    lead_names: tuple[str, ...]
-    fs: float
-    units_per_mv: float = UNITS_PER_MV
-
-
-# ---------------------------------------------------------------------------------------------------
-# One record
-
-
-def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str, Any], np.ndarray]:
-    """A RawRecord → (row metadata, int16 (n_samples, leads) in target lead order). RecordError if unusable."""
-    path = record.path or record.record_id
-    names, signs = normalise_leads(list(record.lead_names), path)
-    signal = np.asarray(record.signal)
-    if signal.ndim != 2 or signal.shape[0] != len(names):
-        raise RecordError(path, f"signal of shape {signal.shape} does not match {len(names)} lead names")
-    if not np.issubdtype(signal.dtype, np.number):
-        raise RecordError(path, f"signal is not numeric ({signal.dtype})")
-    fs = float(record.fs)
-    if not np.isfinite(fs) or fs <= 0:
-        raise RecordError(path, f"sampling frequency must be positive, got {record.fs!r}")
-    missing = [lead for lead in target.lead_names if lead not in names]
-    if missing:
-        raise RecordError(path, f"missing lead(s) {', '.join(missing)} (has {', '.join(names)})")
-    if signal.shape[1] == 0:
-        raise RecordError(path, "record has no samples")
-    if record.fold is not None and not (isinstance(record.fold, int | np.integer) and 1 <= record.fold <= 10):
-        raise RecordError(path, f"fold {record.fold!r} is not 1-10")
-    rows = [names.index(lead) for lead in target.lead_names]
-    flip = signs[rows] < 0
-    if fs == target.fs:
-        q, lo, hi = _quantise_same_rate(signal, rows, flip, target.units_per_mv, path, target.lead_names)
-    else:
-        x = np.asarray(signal[rows], dtype=np.float64)
-        if flip.any():
-            x *= signs[rows, None]
-        _check_finite(x, path, target.lead_names)
-        x = resample(x, fs, target.fs)
-        if x.shape[1] == 0:
-            raise RecordError(path, f"record of {signal.shape[1]} samples at {fs:g} Hz is too short for {target.fs:g} Hz")
-        q = np.rint(x * target.units_per_mv)
-        lo, hi = q.min(axis=1), q.max(axis=1)
-    clipped = 0
-    if lo.min() < -32768 or hi.max() > 32767:
-        clipped = int(np.count_nonzero((q < -32768) | (q > 32767)))
-        np.clip(q, -32768, 32767, out=q)
-        lo, hi = np.clip(lo, -32768, 32767), np.clip(hi, -32768, 32767)
-    # Statistics on the lead-major float copy (contiguous rows are fast); the sums are integers, exact
-    # in float64 up to 2**53, i.e. for records below ~8 million samples per lead.
-    if q.shape[1] * 32768.0**2 < 2.0**53:
-        sums, squares = q.sum(axis=1), np.einsum("ij,ij->i", q, q)
-    else:
-        wide = q.astype(np.int64)
-        sums, squares = wide.sum(axis=1), (wide * wide).sum(axis=1)
-    flat_rows = np.nonzero(hi == lo)[0]
-    if len(flat_rows) == len(target.lead_names):
-        raise RecordError(path, f"every lead is flat (constant over all {q.shape[1]} samples): no signal")
-    flat = len(flat_rows)
-    notes = []  # kept, but worth a look: named in the manifest's `notes`
-    if flat:
-        notes.append(f"flat (constant) lead(s) {', '.join(target.lead_names[i] for i in flat_rows)}")
-    if clipped:
-        notes.append(f"{clipped} sample(s) beyond ±{32767 / target.units_per_mv:g} mV clipped")
-    data = np.ascontiguousarray(q.T, dtype="<i2")  # time-major (n_samples, leads), C order; one pass
-    row = {
-        "record_id": str(record.record_id),
-        "source": str(record.source),
-        "origin_id": origin_id,
-        "patient_id": None if record.patient_id in (None, "") else str(record.patient_id),
-        "fs": float(target.fs),
-        "source_fs": fs,  # journal only (not a shard column): `ingest_report` warns about upsampling
-        "n_samples": int(data.shape[0]),
-        "signal_hash": hashlib.sha256(data).hexdigest(),  # C-contiguous: hashed without a copy
-        "fold": None if record.fold is None else int(record.fold),
-        "age": None if record.age is None or not np.isfinite(record.age) else float(record.age),
-        "sex": record.sex if record.sex in ("M", "F") else None,
-        "labels": _labels(record.labels, path),
-        "clipped": clipped,
-        "flat": flat,
-        "notes": [{"record": str(record.record_id), "path": str(path), "note": n} for n in notes],
-        "sum": [int(v) for v in sums],
-        "sumsq": [int(v) for v in squares],
-    }
-    return row, data
-
-
-def _check_finite(x: np.ndarray, path: str, lead_names: Sequence[str]) -> None:
-    if not np.isfinite(x).all():
-        leads = [lead_names[i] for i in np.nonzero(~np.isfinite(x).all(axis=1))[0]]
-        raise RecordError(path, f"NaN or infinite samples in lead(s) {', '.join(leads)}")
-
-
-def _quantise_same_rate(
-    signal: np.ndarray, rows: list[int], flip: np.ndarray, units_per_mv: float, path: str, lead_names: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """rint(signal[rows] * signs * units_per_mv) as float64 (leads, time), with per-lead min and max.
-
-    The common case (no resampling) in few passes over the data: one multiply into a new array, one
-    rint in place, one min and one max per lead, which also reveal NaN and infinities (they propagate
-    into the extremes), so no separate isfinite pass is needed on finite input.
-    """
-    src = signal if rows == list(range(signal.shape[0])) else signal[rows]
-    q = np.multiply(src, units_per_mv, dtype=np.float64, order="C")  # lead-major rows: fast reductions
-    if flip.any():
-        q[flip] *= -1.0
-    np.rint(q, out=q)
-    lo, hi = q.min(axis=1), q.max(axis=1)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        # NaN/inf in the input, or finite values so large that they overflowed when scaled (those are
-        # clipped like any other out-of-range value, as on the resampling path).
-        _check_finite(np.asarray(src, dtype=np.float64), path, lead_names)
-    return q, lo, hi
-
-
-def _labels(labels: Mapping[str, Sequence[str]], path: str) -> dict[str, list[str]]:
-    out = {}
-    for name, codes in (labels or {}).items():
-        if not _LABEL_SET.match(name):
-            raise RecordError(path, f"label set name {name!r} must be letters, digits and _")
-        out[name] = sorted({str(c) for c in codes})
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# Work units (module-level functions so that worker processes can run them)
-
-_WORKER_SOURCES: dict[str, Source] = {}
-
-
-@dataclass
-class PieceTask:
-    shard: int
-    piece: int
-    refs: list[RecordRef]
-    source: str
-    options: dict[str, Any]
-    target: Target
-    out: str
-
-
-@dataclass
-class ShardTask:
-    shard: int
-    n_pieces: int
-    rows: list[dict[str, Any]]
-    label_sets: list[str]
-    target: Target
-    out: str
-
-
-def _quarantine_entry(record: str, path: str, reason: str) -> dict[str, str]:
-    return {"record": record, "path": path, "reason": reason}
-
-
-def process_records(
-    items: Iterable[tuple[str, str, Callable[[], RawRecord]]], target: Target, origin_of: Callable[[RawRecord], str]
-) -> tuple[list[dict], np.ndarray, list[dict]]:
-    """(record id, path, read function) items → rows, concatenated int16 data, quarantine entries."""
-    rows, arrays, quarantine = [], [], []
-    for record_id, path, read in items:
-        try:
-            record = read()
-            row, data = prepare(record, target, origin_of(record))
-        except RecordError as e:
-            quarantine.append(_quarantine_entry(record_id, e.path, e.reason))
-        except (OSError, ValueError) as e:  # a reader bug or library failure on odd input: still one record
-            quarantine.append(_quarantine_entry(record_id, path, f"{type(e).__name__}: {e}"))
-        else:
-            row["record_id"] = record_id
-            rows.append(row)
-            arrays.append(data)
-    data = np.concatenate(arrays) if arrays else np.zeros((0, len(target.lead_names)), dtype="<i2")
-    return rows, data, quarantine
-
-
-def run_piece(task: PieceTask) -> int:
-    key = json.dumps([task.source, task.options], sort_keys=True, default=str)
-    if key not in _WORKER_SOURCES:
-        _WORKER_SOURCES[key] = build_source(task.source, task.options)
-    src = _WORKER_SOURCES[key]
-
-    def reader(ref: RecordRef) -> Callable[[], RawRecord]:
-        return lambda: src.read(ref)
-
-    items = ((ref.record_id, ref.path, reader(ref)) for ref in task.refs)
-    rows, data, quarantine = process_records(items, task.target, src.origin_id)
-    Journal(Path(task.out)).save_piece(task.shard, task.piece, rows, data, quarantine)
-    return {"rows": rows, "quarantine": quarantine}  # what the journal holds, so that it is not read back
-
-
-def run_shard(task: ShardTask) -> dict[str, Any]:
-    out = Path(task.out)
-    journal = Journal(out)
-    n_leads = len(task.target.lead_names)
-    parts = [journal.piece_data(task.shard, p, n_leads) for p in range(task.n_pieces)]
-    data = np.concatenate(parts) if parts else np.zeros((0, n_leads), dtype="<i2")
-    expected = sum(r["n_samples"] for r in task.rows)
-    if data.shape[0] != expected:
-        raise DatasetError(f"{journal.dir}: piece data of shard {task.shard} hold {data.shape[0]} samples, rows say {expected}")
-    sch = shard_io.schema(task.label_sets, task.target.lead_names, task.target.units_per_mv)
-    name = shard_io.shard_name(task.shard)
-    sha = shard_io.write_shard(out / name, task.rows, data, sch)
-    entry = {"file": name, "rows": len(task.rows), "sha256": sha}
-    shard_io.atomic_write(journal.shard_json(task.shard), json.dumps(entry).encode())
-    for p in range(task.n_pieces):
-        journal.piece_bin(task.shard, p).unlink(missing_ok=True)
-    return entry
 
 
 # ---------------------------------------------------------------------------------------------------
