@@ -117,3 +117,37 @@ def assign_folds(
     for g, m in enumerate(members):
         folds[m] = fold_of_group[g] + 1
     return folds
+
+
+def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, rng: np.random.Generator, n_folds: int) -> np.ndarray:
+    """Folds 1..n_folds: whole groups (patients) per fold, label counts balanced greedily.
+
+    Groups are placed rarest-label first (larger groups first among equals, random ties), each into
+    the fold that most lacks its labels and records relative to an even share.
+    """
+    n = len(groups)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    n_groups = int(groups.max()) + 1
+    g_counts = np.zeros((n_groups, labels.shape[1]))
+    np.add.at(g_counts, groups, labels.astype(np.float64))
+    g_sizes = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    totals = labels.sum(axis=0).astype(np.float64)
+    rarity = np.where(g_counts > 0, totals, np.inf).min(axis=1)
+    order = np.lexsort((rng.random(n_groups), -g_sizes, rarity))
+    want_labels = np.maximum(totals / n_folds, 1e-9)
+    want_size = n / n_folds
+    have_labels = np.zeros((n_folds, labels.shape[1]))
+    have_size = np.zeros(n_folds)
+    g_fold = np.zeros(n_groups, dtype=np.int64)
+    for g in order:
+        if g_sizes[g] == 0:
+            continue
+        present = g_counts[g] > 0
+        need = ((want_labels[present] - have_labels[:, present]) / want_labels[present]).sum(axis=1)
+        need += (want_size - have_size) / want_size
+        f = int(np.argmax(need))
+        g_fold[g] = f
+        have_labels[f] += g_counts[g]
+        have_size[f] += g_sizes[g]
+    return g_fold[groups] + 1
