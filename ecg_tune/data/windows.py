@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ecg_tune.data.normalization import normalize  # noqa: F401 (its home is normalization.py)
 from ecg_tune.data.store import SignalStore
 from ecg_tune.errors import ConfigError
 
@@ -130,13 +131,3 @@ def sliding_windows(
     record_pos, starts = _sliding(store.lengths[indices], window, stride)
     windows = gather_windows(store, indices[record_pos], starts, window, lead_indices=lead_indices)
     return windows, record_pos
-
-
-def normalize(windows: np.ndarray, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Per-lead z-score of (..., leads, time) windows → float32. A zero std leaves that lead centred only."""
-    mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1)
-    std = np.asarray(std, dtype=np.float32).reshape(-1, 1)
-    if mean.shape[0] != windows.shape[-2] or std.shape[0] != windows.shape[-2]:
-        raise ValueError(f"mean/std have {mean.shape[0]}/{std.shape[0]} leads, windows {windows.shape[-2]}")
-    safe = np.where(std > 0, std, np.float32(1.0))
-    return ((windows - mean) / safe).astype(np.float32, copy=False)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ecg_tune.config import DataConfig
-from ecg_tune.data.normalization import ptbxl_stats
+from ecg_tune.data.normalization import lead_stats, ptbxl_stats
 from ecg_tune.errors import CheckpointError, ConfigError, DatasetError
 
 TRAIN_FOLDS = (1, 2, 3, 4, 5, 6, 7, 8)
@@ -71,12 +71,10 @@ def mean_std(value: Any) -> MeanStd | None:
         mean, std = value["mean"], value["std"]
     else:
         mean, std = value
-    mean = np.asarray(mean, dtype=np.float32).reshape(-1)
-    std = np.asarray(std, dtype=np.float32).reshape(-1)
+    mean, std = lead_stats(mean, std)  # a flat lead (std 0) is only centred
     if mean.shape != std.shape:
         raise DatasetError(f"normalisation statistics must be per-lead mean and std, got {value!r}")
-    # A flat lead (std 0) is only centred, as `data.windows.normalize` does.
-    return mean, np.where(std > 0, std, np.float32(1.0)).astype(np.float32)
+    return mean, std
 
 
 def select_leads(
