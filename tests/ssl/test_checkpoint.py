@@ -13,15 +13,8 @@ import ecg_tune
 from ecg_tune.errors import CheckpointError
 from ecg_tune.ssl import checkpoint as ckpt_mod
 from ecg_tune.ssl.checkpoint import Checkpoint, export_encoder, load_checkpoint, save_checkpoint
-from tests.ssl.test_train import (
-    LEADS,
-    ToyEncoder,
-    ToyEncoderParams,
-    ToyMethod,
-    ToyMethodParams,
-    toy_registries,  # noqa: F401  (fixture)
-)
-from tests.ssl.test_train import toy_header as train_toy_header
+from tests.ssl.conftest import LEADS, ToyEncoder, ToyEncoderParams, ToyMethod, ToyMethodParams
+from tests.ssl.conftest import toy_header as train_toy_header
 
 
 def toy_header() -> dict:

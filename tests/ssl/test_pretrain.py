@@ -17,7 +17,7 @@ from ecg_tune.errors import CheckpointError, ConfigError
 from ecg_tune.ssl import pretrain as pretrain_mod
 from ecg_tune.ssl.checkpoint import load_checkpoint
 from ecg_tune.ssl.pretrain import metrics_log, run_pretraining
-from tests.ssl.test_train import LEADS, one_thread, toy_config, toy_registries  # noqa: F401
+from tests.ssl.conftest import LEADS, toy_config
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ecg_tune.data.stream_corpus import StreamCorpus
 from ecg_tune.ssl.pretrain import prepare_data, run_pretraining
 from ecg_tune.ssl.stream_loader import StreamBatches
 from ecg_tune.ssl.train import Trainer
-from tests.ssl.test_train import one_thread, toy_config, toy_registries  # noqa: F401
+from tests.ssl.conftest import toy_config
 
 
 @pytest.fixture(scope="module")
