@@ -148,6 +148,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from ecg_tune.tune.check import check_space
+
+    print(check_space(args.space, data=args.data, examples=args.examples))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ecg_tune.tune.spaces import load_spec
     from ecg_tune.tune.sweep import print_leaderboard, run_sweep
@@ -276,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("check", help="validate a search space and its data; print the trials it would run (no Ray)")
+    p.add_argument("space")
+    p.add_argument("--data", default=None, help="as `sweep --data`: these shards for pretraining and downstream")
+    p.add_argument("--examples", type=int, default=3, help="random draws of a search space to show")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("sweep", help="run a sweep from a YAML search space")
     p.add_argument("space")
