@@ -1,4 +1,5 @@
-"""Small torch.distributed helpers for losses that need the global batch (NT-Xent, SwAV's Sinkhorn).
+"""Small torch.distributed helpers: global-batch losses (NT-Xent, SwAV's Sinkhorn), global BatchNorm
+statistics, gradient averaging and state broadcast for data-parallel training (`ssl/parallel.py`).
 
 Every helper is the identity when torch.distributed is not initialised, so single-process training and
 the tests need no process group. All ranks must call the collective helpers in the same order with
@@ -7,6 +8,7 @@ tensors of the same shape (in particular the same per-rank batch size).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -79,3 +81,75 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     out = t.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.MAX)
     return out
+
+
+class _AllReduceWithGrad(torch.autograd.Function):
+    """Sum over ranks whose backward is the sum of the incoming gradients over ranks (see
+    `_GatherWithGrad`: every rank's loss depends on the sum, so each input gets d(sum of losses)/d(sum))."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
+        out = t.contiguous().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_reduce_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of `t` over ranks (global BatchNorm statistics). Identity without a group."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return t
+    return _AllReduceWithGrad.apply(t)
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter], extra: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Replace every gradient by its mean over ranks, in one flat all_reduce (what DDP's buckets do).
+
+    A parameter whose gradient is None on this rank takes part as zeros and stays None: the same
+    parameters have gradients on every rank, because every rank runs the same code. `extra` (e.g. the
+    step's loss, a scalar) rides along in the same collective; its mean over ranks is returned.
+    """
+    params = [p for p in parameters if p.requires_grad]
+    if not is_distributed() or dist.get_world_size() == 1:
+        return extra
+    pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    if extra is not None:
+        pieces.append(extra.detach().reshape(-1).to(pieces[0].dtype if pieces else extra.dtype))
+    flat = torch.cat(pieces)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(dist.get_world_size())
+    offset = 0
+    for p in params:
+        n = p.numel()
+        if p.grad is not None:
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
+    return flat[offset:].reshape(extra.shape) if extra is not None else None
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Parameters and buffers of `module` from rank `src` to all ranks (identical starting state)."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """`[obj of rank 0, obj of rank 1, ...]` (picklable objects); `[obj]` without a group."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ecg_tune.data.store import SignalStore
-from ecg_tune.data.windows import random_starts, random_windows
+from ecg_tune.data.windows import gather_windows, random_starts
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.methods.base import Batch
 
@@ -50,6 +50,7 @@ class WindowBatches:
         drop_last: bool = True,
         resident: bool = False,
         steps_per_epoch: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ):
         if window < 1:
             raise ConfigError("data.window", f"must be positive, got {window}")
@@ -63,6 +64,12 @@ class WindowBatches:
         self.drop_last = drop_last
         self.resident = resident
         self.steps_per_epoch = int(steps_per_epoch)
+        rank, world = (int(v) for v in shard)
+        if world < 1 or not 0 <= rank < world or self.batch_size % world:
+            raise ConfigError("train.batch_size", f"the global batch {self.batch_size} must be a multiple of the {world} workers")
+        self.shard = (rank, world)
+        self.local_batch_size = self.batch_size // world
+        self._keep = slice(rank * self.local_batch_size, (rank + 1) * self.local_batch_size)
 
         indices = np.asarray(indices, dtype=np.int64)
         if targets is not None and len(targets) != len(indices):
@@ -130,12 +137,14 @@ class WindowBatches:
                 x = (x - self._norm[0]) / self._norm[1]
             y = None
             if self._targets is not None:
-                y = self._targets[torch.from_numpy(pos).to(self.device)]
+                y = self._targets[torch.from_numpy(pos[self._keep]).to(self.device)]
             yield Batch(x, y)
 
     def _gather(self, records: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        # Starts are drawn for the whole (global) batch, so every shard consumes the generator alike.
+        starts = random_starts(self.store.lengths[records], self.window, rng)[self._keep]
+        records = records[self._keep]
         if self.resident:
-            starts = random_starts(self.store.lengths[records], self.window, rng)
             first = torch.from_numpy(self.store.offsets[records] + starts).to(self.device)
             raw = self._data[first[:, None] + self._steps]  # (B, window, leads) int16
             if self._leads is not None:
@@ -147,7 +156,7 @@ class WindowBatches:
             # A fresh pinned buffer per batch: the caching host allocator recycles it only after the
             # asynchronous copy has finished, so no batch is overwritten in flight.
             host = torch.empty(shape, dtype=torch.float32, pin_memory=True)
-            random_windows(self.store, records, self.window, rng, lead_indices=self.lead_indices, out=host.numpy())
+            gather_windows(self.store, records, starts, self.window, lead_indices=self.lead_indices, out=host.numpy())
             return host.to(self.device, non_blocking=True)
-        x = random_windows(self.store, records, self.window, rng, lead_indices=self.lead_indices)
+        x = gather_windows(self.store, records, starts, self.window, lead_indices=self.lead_indices)
         return torch.from_numpy(x).to(self.device)

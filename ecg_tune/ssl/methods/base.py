@@ -36,6 +36,10 @@ class Method(nn.Module):
     # Why `train.compile` cannot help this method ("" = it can): e.g. a training step that calls encoder
     # parts other than `forward`, which a compiled `forward` does not cover. The trainer warns and skips.
     compile_unsupported: ClassVar[str] = ""
+    # Data-parallel runs: BatchNorm over the global batch (ssl/global_batchnorm.py) instead of each
+    # rank's slice. On by default (SimCLR, BYOL, SwAV train with synchronised BatchNorm; it makes N ranks
+    # equal one process on the global batch); a method whose loss is per sample may switch it off.
+    sync_batchnorm: ClassVar[bool] = True
 
     def __init__(self, encoder: Encoder, params: Any):
         super().__init__()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecg_tune.errors import ConfigError
+from ecg_tune.ssl.distributed import gather_with_grad, rank
 from ecg_tune.ssl.encoders.base import Encoder
 from ecg_tune.ssl.methods.base import Augment, Batch, Method
 
@@ -29,6 +30,7 @@ class CMSCParams:
     temperature: float = 0.1  # CLOCS
     proj_dim: int = 128  # CLOCS' embedding size
     use_augment: bool = False  # CLOCS contrasts raw segments; the trainer's augmentations are optional
+    gather_distributed: bool = True  # data-parallel: the other segments of the global batch are negatives
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -61,9 +63,16 @@ class CMSC(Method):
         if self.params.use_augment:  # each segment on its own: a crop must not mix the two
             segments = [augment(s) for s in segments]
         z = self.projector(self.encoder(torch.cat(segments)))
-        logits = cmsc_logits(z[:b], z[b:], self.params.temperature)
-        targets = torch.arange(b, device=logits.device)
-        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        z1, z2 = z[:b], z[b:]
+        if self.params.gather_distributed:  # identity in one process
+            all1, all2, first = gather_with_grad(z1), gather_with_grad(z2), rank() * b
+        else:
+            all1, all2, first = z1, z2, 0
+        # Rows of s and of s^T for this rank's anchors, against every segment of the (global) batch.
+        logits = cmsc_logits(z1, all2, self.params.temperature)
+        logits_t = cmsc_logits(z2, all1, self.params.temperature)
+        targets = torch.arange(first, first + b, device=logits.device)
+        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits_t, targets)) / 2
         with torch.no_grad():
             accuracy = (logits.argmax(dim=1) == targets).float().mean()
         return loss, {"loss": loss.detach(), "contrastive_accuracy": accuracy}

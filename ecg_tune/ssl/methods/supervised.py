@@ -35,6 +35,7 @@ class Supervised(Method):
     Params = SupervisedParams
     params: SupervisedParams
     needs_labels = True
+    sync_batchnorm = False  # a per-sample loss: each rank normalises its own slice, as plain DDP
 
     def __init__(self, encoder: Encoder, params: SupervisedParams):
         super().__init__(encoder, params)
