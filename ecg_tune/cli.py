@@ -148,6 +148,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ecg_tune.tune.embed import embed
+
+    summary = embed(args.source, args.data, args.out, tracking_uri=args.tracking_uri)
+    print(f"{summary['records']} records embedded ({summary['dim']} features each) -> {summary['out']}")
+    if summary["skipped"]:
+        print(f"skipped {len(summary['skipped'])} record(s) shorter than the encoder's window: {', '.join(summary['skipped'][:5])}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from ecg_tune.tune.check import check_space
 
@@ -283,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("embed", help="embed every record of a dataset with an encoder checkpoint or MLflow model")
+    p.add_argument("source", help="encoder.ckpt, or models:/NAME/VERSION, models:/NAME@ALIAS, runs:/...")
+    p.add_argument("--data", required=True, help="shard dataset at the encoder's sampling rate")
+    p.add_argument("--out", required=True, help="Parquet file to write (never overwritten)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for models:/ sources")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("check", help="validate a search space and its data; print the trials it would run (no Ray)")
     p.add_argument("space")

@@ -8,8 +8,15 @@ so the registered model loads without ecg-tune installed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
+
+from ecg_tune.errors import CheckpointError
 
 
 class Embedder(nn.Module):
@@ -36,3 +43,49 @@ class Embedder(nn.Module):
 def script_embedder(embedder: Embedder, example: torch.Tensor) -> torch.jit.ScriptModule:
     with torch.no_grad():
         return torch.jit.trace(embedder.eval(), example, check_trace=False)
+
+
+def embedder_from_checkpoint(path: str | Path) -> tuple[Embedder, dict[str, Any]]:
+    """The Embedder of an encoder checkpoint (its window, eval stride and normalisation) and its header."""
+    from ecg_tune.ssl.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    header = ckpt.header
+    pre = header["preprocessing"]
+    norm = pre.get("normalization")
+    mean = torch.tensor(norm["mean"]) if norm else None
+    std = torch.tensor(norm["std"]) if norm else None
+    stride = int(header.get("config", {}).get("data.eval_stride", max(1, int(pre["window"]) // 2)))
+    return Embedder(ckpt.build_encoder(), int(pre["window"]), stride, mean, std), header
+
+
+@torch.no_grad()
+def embed_dataset(
+    model: Callable[[torch.Tensor], torch.Tensor], dataset: Any, *, fs: float, lead_names: Sequence[str], window: int,
+    batch_records: int = 64,
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """(record ids, embeddings (n, dim) float32, skipped record ids) of every record of `dataset` at
+    least `window` samples long, embedded by `model` (an Embedder or its TorchScript export) on the
+    records' full signals. Records of one length are embedded together."""
+    if not np.isclose(float(dataset.fs), float(fs)):
+        raise CheckpointError(f"the encoder expects {float(fs):g} Hz, {dataset.path} is at {float(dataset.fs):g} Hz")
+    missing = [n for n in lead_names if n not in dataset.lead_names]
+    if missing:
+        raise CheckpointError(f"{dataset.path} lacks the encoder's lead(s) {', '.join(missing)}")
+    columns = [list(dataset.lead_names).index(n) for n in lead_names]
+    store = dataset.store
+    ids = [str(r) for r in dataset.records["record_id"]]
+    lengths = np.asarray(store.lengths)
+    kept = np.flatnonzero(lengths >= window)
+    skipped = [ids[i] for i in np.flatnonzero(lengths < window)]
+    out_ids: list[str] = []
+    chunks: list[np.ndarray] = []
+    for length in np.unique(lengths[kept]):
+        rows = kept[lengths[kept] == length]
+        for start in range(0, len(rows), batch_records):
+            part = rows[start : start + batch_records]
+            x = np.stack([store.signal(int(r))[columns] for r in part]).astype(np.float32)  # (B, leads, T)
+            chunks.append(model(torch.from_numpy(x)).float().numpy())
+            out_ids += [ids[int(r)] for r in part]
+    dim = chunks[0].shape[1] if chunks else 0
+    return out_ids, (np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)), skipped

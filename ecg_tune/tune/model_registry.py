@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from ecg_tune.ssl.checkpoint import load_checkpoint
-from ecg_tune.ssl.embed import Embedder, script_embedder
+from ecg_tune.ssl.embed import embedder_from_checkpoint, script_embedder
 from ecg_tune.tune.best import RULE, Candidate, best, candidates_from_rows
 
 log = logging.getLogger(__name__)
@@ -43,14 +42,8 @@ def best_trial_encoder(sweep_dir: str, board: Any, metric: str, mode: str = "max
 
 
 def build_embedder(checkpoint_path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    ckpt = load_checkpoint(checkpoint_path)
-    header = ckpt.header
+    embedder, header = embedder_from_checkpoint(checkpoint_path)
     pre = header["preprocessing"]
-    norm = pre.get("normalization")
-    mean = torch.tensor(norm["mean"]) if norm else None
-    std = torch.tensor(norm["std"]) if norm else None
-    stride = int(header.get("config", {}).get("data.eval_stride", max(1, int(pre["window"]) // 2)))
-    embedder = Embedder(ckpt.build_encoder(), int(pre["window"]), stride, mean, std)
     example = torch.zeros(2, len(pre["lead_names"]), int(pre["window"]) * 4)
     return script_embedder(embedder, example), header
 
