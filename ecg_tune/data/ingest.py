@@ -86,7 +86,7 @@ def ingest(
         "units_per_mv": target.units_per_mv, "records_per_shard": records_per_shard, "piece": PIECE,
         "fold_seed": fold_seed, "records": hashlib.sha256("\n".join(r.record_id for r in refs).encode()).hexdigest(),
     }
-    with claim_output(out, source, settings["root"]):
+    with claim_output(out, source, str(settings["root"])):
         manifest, rows = _ingest_claimed(out, src, source, source_options, refs, settings, target, workers, progress)
     warn_about(manifest, rows, target, out)
     return manifest

@@ -90,7 +90,7 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
         "fs": float(target.fs),
         "source_fs": fs,  # journal only (not a shard column): `ingest_report` warns about upsampling
         "n_samples": int(data.shape[0]),
-        "signal_hash": hashlib.sha256(data).hexdigest(),  # C-contiguous: hashed without a copy
+        "signal_hash": hashlib.sha256(data.data).hexdigest(),  # C-contiguous: hashed without a copy
         "fold": None if record.fold is None else int(record.fold),
         "age": None if record.age is None or not np.isfinite(record.age) else float(record.age),
         "sex": record.sex if record.sex in ("M", "F") else None,
@@ -106,7 +106,7 @@ def prepare(record: RawRecord, target: Target, origin_id: str) -> tuple[dict[str
 
 def _check_finite(x: np.ndarray, path: str, lead_names: Sequence[str]) -> None:
     if not np.isfinite(x).all():
-        leads = [lead_names[i] for i in np.nonzero(~np.isfinite(x).all(axis=1))[0]]
+        leads = [lead_names[int(i)] for i in np.nonzero(~np.isfinite(x).all(axis=1))[0]]
         raise RecordError(path, f"NaN or infinite samples in lead(s) {', '.join(leads)}")
 
 

@@ -67,7 +67,7 @@ def process_records(
     return rows, data, quarantine
 
 
-def run_piece(task: PieceTask) -> int:
+def run_piece(task: PieceTask) -> dict[str, Any]:
     key = json.dumps([task.source, task.options], sort_keys=True, default=str)
     if key not in _WORKER_SOURCES:
         _WORKER_SOURCES[key] = build_source(task.source, task.options)

@@ -86,7 +86,7 @@ def check_manifest(data: dict[str, Any], where: str) -> None:
             raise bad(f"normalization.{key}", f"expected {len(leads)} finite numbers (one per lead)")
     encoding = data.get("signal_encoding", {})
     units = encoding.get("units_per_mv", 1000.0) if isinstance(encoding, dict) else None
-    if not _is_number(units) or units <= 0:
+    if units is None or not _is_number(units) or units <= 0:
         raise bad("signal_encoding.units_per_mv", f"must be a positive number, got {units!r}")
     for field in ("quarantine", "notes"):
         if field in data and not isinstance(data[field], list):

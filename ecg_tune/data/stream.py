@@ -19,7 +19,7 @@ next row groups while the caller consumes batches (pyarrow releases the GIL whil
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -252,7 +252,7 @@ class PartStream:
         rng = np.random.default_rng([self.seed, epoch, self.part.index, 2])
         return rng.permutation(labels) if len(counts) > 1 else labels
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[np.ndarray]:
+    def batches(self, epoch: int, start: int = 0) -> Generator[np.ndarray, None, None]:
         """The epoch's batches from batch `start` on (the same ones an uninterrupted epoch yields there)."""
         labels = self.labels(epoch)
         end = self.steps * self.batch_size

@@ -20,6 +20,9 @@ from ecg_tune.errors import CheckpointError
 
 
 class Embedder(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, encoder: nn.Module, window: int, stride: int, mean: torch.Tensor | None, std: torch.Tensor | None):
         super().__init__()
         self.encoder = encoder.eval()

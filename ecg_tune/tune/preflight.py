@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ecg_tune.data.store import SignalStore
 from ecg_tune.errors import ConfigError, DatasetError, EcgTuneError
 from ecg_tune.tune.space_validate import _branch_configs
 from ecg_tune.tune.spaces import (
@@ -150,8 +151,12 @@ def check_data(spec: SweepSpec, datasets: dict[str, Any]) -> None:
             continue
         seen.add(key)
         pool = prepare_data(cfg, open_fn=lambda p: datasets[p] if p in datasets else open_dataset(p))
-        lengths = pool.store.lengths[pool.indices]
-        usable = len(lengths) if cfg.method.name == "cpc" else int((lengths >= cfg.data.window).sum())
+        store = pool.store
+        if isinstance(store, SignalStore):
+            lengths = store.lengths[pool.indices]
+            usable = len(lengths) if cfg.method.name == "cpc" else int((lengths >= cfg.data.window).sum())
+        else:  # data.mode: stream reads no signal before training; its record count bounds the batch
+            usable = store.n_records()
         batch, where = max(sizes)
         if batch > usable:
             raise ConfigError(where, f"{batch} is larger than the {usable} usable pretraining records of "

@@ -77,7 +77,7 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
         try:  # Ray caches its config at import: refresh it, as Ray's own token setup does (ray 2.60)
             # No public API refreshes Ray's cached config (ray 2.60 does this in ray._private's token
             # setup): ray._raylet.Config is private, kept until Ray reads the variable lazily.
-            from ray._raylet import Config
+            from ray._raylet import Config  # type: ignore[attr-defined]
 
             Config.initialize("")
         except Exception:  # pragma: no cover - a future Ray may read the variable lazily

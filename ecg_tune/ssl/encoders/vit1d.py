@@ -175,12 +175,12 @@ class ViT1d(Encoder):
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Embeddings, then the blocks in (up to) three chunks, the final norm with the last chunk: few
         enough groups that discriminative learning rates (divided per group) do not vanish at the input."""
-        embedding = [self.patch_embed.weight, self.patch_embed.bias, self.lead_embed]
+        embedding: list[nn.Parameter] = [*self.patch_embed.parameters(), self.lead_embed]
         if isinstance(self.positions, nn.Parameter):
             embedding.append(self.positions)
         blocks = list(self.blocks)
         size = max(1, math.ceil(len(blocks) / 3))
         chunks = [blocks[i : i + size] for i in range(0, len(blocks), size)]
-        groups = [embedding] + [[p for b in chunk for p in b.parameters()] for chunk in chunks]
+        groups: list[list[nn.Parameter]] = [embedding] + [[p for b in chunk for p in b.parameters()] for chunk in chunks]
         groups[-1] = groups[-1] + list(self.norm.parameters())
         return groups

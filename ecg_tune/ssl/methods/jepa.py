@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,8 @@ def regression_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str) -
 class Predictor(nn.Module):
     """Narrow transformer: context tokens + mask tokens at the target positions -> target-space tokens."""
 
+    positions: torch.Tensor
+
     def __init__(self, dim: int, width: int, depth: int, heads: int, n_leads: int, n_positions: int):
         super().__init__()
         if width % heads:
@@ -131,7 +133,7 @@ class JEPA(Method):
         dim = int(encoder.feature_dim)
         self.predictor = Predictor(
             dim, params.predictor_dim or max(dim // 2, params.predictor_heads), params.predictor_depth,
-            params.predictor_heads, encoder.n_leads, int(encoder.max_positions),
+            params.predictor_heads, encoder.n_leads, int(cast(Any, encoder).max_positions),
         )
         self.target_encoder = copy.deepcopy(encoder)
         for p in self.target_encoder.parameters():

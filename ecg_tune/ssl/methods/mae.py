@@ -65,19 +65,21 @@ class MAE(Method):
     Params = MAEParams
     params: MAEParams
     default_encoder = "vit1d"
+    decoder_positions: torch.Tensor
 
     def __init__(self, encoder: Encoder, params: MAEParams):
         require_patch_tokens(encoder, "mae")
         super().__init__(encoder, params)
+        vit: Any = encoder  # a patch-token encoder (checked above): max_positions, patch_size
         dim, width = int(encoder.feature_dim), params.decoder_dim
         self.decoder_embed = nn.Linear(dim, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, width))
         self.decoder_lead_embed = nn.Parameter(torch.zeros(1, encoder.n_leads, 1, width))
-        n_positions = int(encoder.max_positions)
+        n_positions = int(vit.max_positions)
         self.register_buffer("decoder_positions", sincos_positions(n_positions, width), persistent=False)
         self.decoder_blocks = nn.ModuleList(Block(width, params.decoder_heads) for _ in range(params.decoder_depth))
         self.decoder_norm = nn.LayerNorm(width, eps=1e-6)
-        self.decoder_head = nn.Linear(width, int(encoder.patch_size))
+        self.decoder_head = nn.Linear(width, int(vit.patch_size))
         nn.init.normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.decoder_lead_embed, std=0.02)
         init_transformer_weights(self.decoder_embed)

@@ -182,6 +182,7 @@ def _align(arrays: list[dict[str, Any]]) -> tuple[list[np.ndarray], np.ndarray, 
             targets = t
         elif not np.array_equal(t, targets):
             return "the arms disagree on the test labels of the same records"
+    assert targets is not None  # `arrays` is not empty
     return aligned, targets, ids
 
 

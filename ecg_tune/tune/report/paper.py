@@ -82,8 +82,9 @@ def caveat(rec: SweepRecord, g: Group, key: str, protocols: tuple[str, str]) -> 
         if scored != PAPER_CLASSES:
             out.append(f"{scored} of {PAPER_CLASSES} classes scored"
                        + ("" if "absent_classes" in j else " (absent classes not recorded)"))
-    sizes = [j.get(k) for k in ("n_train", "n_val", "n_test")]
-    if all(isinstance(n, int) for n in sizes) and sum(sizes) < 0.95 * PAPER_RECORDS:
+    raw = [j.get(k) for k in ("n_train", "n_val", "n_test")]
+    sizes = [n for n in raw if isinstance(n, int)]
+    if len(sizes) == 3 and sum(sizes) < 0.95 * PAPER_RECORDS:
         out.append(f"{sum(sizes):,} records (train/val/test {sizes[0]}/{sizes[1]}/{sizes[2]}; paper: {PAPER_RECORDS:,})")
     if method in PAPER_PRETRAIN_EPOCHS and "-without-" not in method:
         epochs = p.get("train.epochs")
