@@ -112,6 +112,7 @@ SAMPLERS = Registry(
         "cmaes": f"{_O}:CmaEs",
         "gp": f"{_O}:GP",
         "qmc": f"{_O}:QMC",
+        "nsgaii": f"{_O}:NSGAII",
     },
 )
 

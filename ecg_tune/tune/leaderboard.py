@@ -14,6 +14,24 @@ from ecg_tune.tune.best import RULE, candidates_from_rows, ranked
 from ecg_tune.tune.spaces import SweepSpec, unwrap
 
 BEST_MARK = "★"
+PARETO_MARK = "◆"
+COST_COLUMNS = ("device_hours", "cpu_seconds", "peak_memory_mb", "params", "windows_per_s")
+
+
+def pareto_mask(rows: list[tuple[float, ...]], modes: list[str]) -> list[bool]:
+    """Which rows no other row dominates (at least as good in every objective, better in one); a row with
+    a missing or NaN value is never on the front."""
+    def ok(r: tuple[float, ...]) -> bool:
+        return all(isinstance(v, int | float) and v == v for v in r)
+
+    signs = [1.0 if m == "max" else -1.0 for m in modes]
+    keyed = [tuple(s * float(v) for s, v in zip(signs, r)) if ok(r) else None for r in rows]
+    out = []
+    for i, a in enumerate(keyed):
+        out.append(a is not None and not any(
+            b is not None and j != i and all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a))
+            for j, b in enumerate(keyed)))
+    return out
 
 
 def rank_board(df: Any, objective: str, mode: str) -> Any:
@@ -38,13 +56,15 @@ def leaderboard(grid: Any, spec: SweepSpec) -> Any:
     """Trials ranked by `best.py`'s rule, with the config keys that differ between trials."""
     import pandas as pd
 
+    objectives = list(getattr(spec.objective, "metrics", [spec.objective.metric]))
     rows = []
     for result in grid:
         cfg = {k: v for k, v in unwrap(result.config or {}).items() if "?" not in k}
         metrics = result.metrics or {}
         row = {"trial_id": metrics.get("trial_id", ""), "epochs": metrics.get("epoch"),
                "budget_complete": metrics.get("budget_complete") == 1.0,
-               spec.objective.metric: metrics.get(spec.objective.metric)}
+               **{m: metrics.get(m) for m in objectives}}
+        row.update({k: metrics[k] for k in COST_COLUMNS if k not in row and k in metrics})
         row.update({k: v for k, v in metrics.items() if isinstance(k, str) and "." in k and isinstance(v, int | float)})
         row["failure"] = metrics.get("failure_reason") or ("error" if result.error else "")
         row.update({f"config:{k}": v for k, v in cfg.items()})
@@ -56,7 +76,12 @@ def leaderboard(grid: Any, spec: SweepSpec) -> Any:
     varying = [c for c in cfg_cols if df[c].astype(str).nunique() > 1]
     df = df.drop(columns=[c for c in cfg_cols if c not in varying])
     df = df.rename(columns={c: c.removeprefix("config:") for c in varying})
-    return rank_board(df, spec.objective.metric, spec.objective.mode)
+    board = rank_board(df, spec.objective.metric, spec.objective.mode)
+    if len(objectives) > 1:  # Pareto-optimal among the full-budget trials
+        rows = [tuple(r[m] for m in objectives) if bool(r["budget_complete"]) and not r["failure"]
+                else (float("nan"),) for _, r in board.iterrows()]
+        board.insert(2, "pareto", pareto_mask(rows, spec.objective.modes))
+    return board
 
 
 def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = None) -> None:
@@ -74,13 +99,14 @@ def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = Non
         console.print("no trials finished")
         return
     protocols = sorted({c.rsplit(".", 1)[0] for c in board.columns if c.endswith(".test_auc") and c.count(".") == 1})
-    fixed_cols = {"rank", "best", "trial_id", "epochs", "budget_complete", metric, "failure"}
+    fixed_cols = {"rank", "best", "pareto", "trial_id", "epochs", "budget_complete", metric, "failure", *COST_COLUMNS}
     params = [c for c in board.columns if c not in fixed_cols and not any(c.startswith(p + ".") for p in protocols)
               and not c.startswith(("label-efficiency.", "noise.", "config."))][:6]
     last = [c.removesuffix(".name").rsplit(".", 1)[-1] for c in params]  # method.name -> method
     names = [short if last.count(short) == 1 else full for full, short in zip(params, last, strict=True)]
     table = Table(title=f"leaderboard (by {metric}; {BEST_MARK} = best trial, registered)")
-    for col in ["#", "trial", "epochs", metric]:
+    costs = [c for c in ("device_hours", "params", "windows_per_s") if c in board.columns and board[c].notna().any()]
+    for col in ["#", "trial", "epochs", metric, *costs]:
         table.add_column(col, no_wrap=True)
     for p in protocols:
         table.add_column(f"{p} test AUC [95% CI]", no_wrap=True)
@@ -97,6 +123,7 @@ def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = Non
         rank = row.get("rank", i)
         best = row.get("best")
         trial = str(row["trial_id"]) + (f" {BEST_MARK}" if not pd.isna(best) and bool(best) else "")
+        trial += f" {PARETO_MARK}" if "pareto" in board.columns and bool(row.get("pareto")) else ""
         epochs = fmt(row.get("epochs"))
         failure = row.get("failure")
         failed = isinstance(failure, str) and bool(failure)
@@ -104,7 +131,8 @@ def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = Non
         if "budget_complete" in board.columns and not failed and not pd.isna(complete) and not bool(complete):
             epochs += " (stopped)"
             stopped += 1
-        cells = ["" if pd.isna(rank) else str(int(rank)), trial, epochs, fmt(row.get(metric))]
+        cells = ["" if pd.isna(rank) else str(int(rank)), trial, epochs, fmt(row.get(metric)),
+                 *(fmt(float(row[c])) if not pd.isna(row[c]) else "" for c in costs)]
         for p in protocols:
             auc, lo, hi = row.get(f"{p}.test_auc"), row.get(f"{p}.test_ci_low"), row.get(f"{p}.test_ci_high")
             ci = f" [{lo:.3f}, {hi:.3f}]" if isinstance(lo, float) and isinstance(hi, float) and lo == lo and hi == hi else ""
@@ -115,4 +143,5 @@ def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = Non
         table.add_row(*cells)
     console.print(table)
     if "best" in board.columns:
-        console.print(f"{RULE}" + ("; (stopped) = stopped early by the scheduler" if stopped else ""))
+        console.print(f"{RULE}" + ("; (stopped) = stopped early by the scheduler" if stopped else "")
+                      + (f"; {PARETO_MARK} = Pareto-optimal over the objectives" if "pareto" in board.columns else ""))

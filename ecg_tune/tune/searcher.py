@@ -33,10 +33,27 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     trial's `study`, or `optuna.load_study` on the storage given here.
     """
 
-    def __init__(self, *args: Any, study_name: str | None = None, storage: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, study_name: str | None = None, storage: Any = None,
+                 sweep_dir: str | None = None, device_hours: float | None = None,
+                 constraints: dict[str, tuple[str, float]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, study_name=study_name, storage=storage, **kwargs)
         self.optuna_study_name = study_name
         self.optuna_storage = storage
+        # budget.device_hours: no new trial once the sweep's ledger (tune/cost.py) says it is spent.
+        self.sweep_dir, self.device_hours = sweep_dir, device_hours
+        self.constraints = dict(constraints or {})  # objective.constraints: metric -> (max|min, bound)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        from ecg_tune.tune.cost import budget_spent, spent_hours
+
+        if trial_id not in self._ot_trials and budget_spent(getattr(self, "sweep_dir", None),
+                                                            getattr(self, "device_hours", None)):
+            if not getattr(self, "_budget_told", False):
+                self._budget_told = True
+                log.warning("budget.device_hours spent (%.4g of %.4g device-hours): no new trials",
+                            spent_hours(self.sweep_dir), self.device_hours)  # type: ignore[arg-type]
+            return self.FINISHED
+        return super().suggest(trial_id)
 
     def _study(self) -> optuna.Study | None:
         """The Optuna study: loaded from its storage (RDB), else the one a known trial belongs to."""
@@ -47,6 +64,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Use epochs as Optuna's step so intermediate values line up across trials.
+        if isinstance(self.metric, list):  # Optuna keeps no intermediate values of several objectives
+            return
         if trial_id in self._completed_trials or self.metric not in result:
             return
         try:
@@ -91,15 +110,23 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
-        value = result.get(self.metric) if result else None
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) if result else None for m in metrics]
+        missing = any(v is None for v in values)
+        value: Any = values if isinstance(self.metric, list) else values[0]
         full = bool(result and result.get(FULL_BUDGET_KEY))
-        if error or (full and value is None):
+        if error or (full and missing):
             state, value = optuna.trial.TrialState.FAIL, None
         elif full:
             state = optuna.trial.TrialState.COMPLETE
         else:
             state, value = optuna.trial.TrialState.PRUNED, None
         try:
+            from ecg_tune.tune.cost import constraint_values
+
+            # Optuna's samplers (TPE, NSGA-II, GP) treat a trial with a constraint value > 0 as infeasible.
+            for metric, violation in constraint_values(getattr(self, "constraints", {}), result or {}).items():
+                ot_trial.set_constraint(metric, violation)
             ot_trial.study.tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. a NaN value: never let the searcher kill the sweep
             log.warning("optuna could not record trial %s: %s", trial_id, exc)
@@ -116,15 +143,22 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     return sampler
 
 
-def make_searcher(spec: SweepSpec, *, storage_url: str | None = None) -> BudgetAwareOptunaSearch:
+def make_searcher(spec: SweepSpec, *, storage_url: str | None = None,
+                  sweep_dir: str | None = None) -> BudgetAwareOptunaSearch:
+    """The searcher; its study lives in `storage_url` (sweep.py defaults it to a SQLite file in the sweep
+    folder, so optuna-dashboard can open it during and after the sweep), in memory when None."""
     storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
+    obj = spec.objective
     return BudgetAwareOptunaSearch(
         space=SearchSpace(spec.space, spec.fixed_flat()),
-        metric=spec.objective.metric,
-        mode=spec.objective.mode,
+        metric=obj.metrics if obj.multi else obj.metric,
+        mode=obj.modes if obj.multi else obj.mode,
         sampler=make_sampler(spec),
         study_name=spec.name,
         storage=storage,
+        sweep_dir=sweep_dir,
+        device_hours=spec.budget.device_hours,
+        constraints=obj.constraints,
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from ecg_tune.errors import ConfigError
 
 OBJECTIVE_METRICS = ("probe_auc", "loss")
+# What a trial cost (tune/cost.py reports them with every result): objectives and constraints too.
+COST_METRICS = ("device_hours", "device_seconds", "cpu_seconds", "peak_memory_mb", "params", "windows_per_s")
 # Budgets beyond these are typos or runaway loops (1e9 trials kept launching failing trials until killed).
 MAX_TRIALS = 10_000
 MAX_CONCURRENT = 1_024
@@ -99,8 +101,90 @@ Node = FloatParam | IntParam | ChoiceParam | BranchParam | SubsetParam | FixedPa
 # ---------------------------------------------------------------- sweep spec
 @dataclass
 class Objective:
+    """What the searcher optimises. `metric`/`mode` is the first (primary) objective: schedulers and the
+    single-objective ranking use it; `more` lists further (metric, mode) pairs of a multi-objective
+    search, and `constraints` bounds (metric -> ("max"|"min", bound)) that the sampler honours."""
+
     metric: str = "probe_auc"
     mode: str = "max"
+    more: list[tuple[str, str]] = field(default_factory=list)
+    constraints: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric, *(m for m, _ in self.more)]
+
+    @property
+    def modes(self) -> list[str]:
+        return [self.mode, *(d for _, d in self.more)]
+
+    @property
+    def multi(self) -> bool:
+        return bool(self.more)
+
+
+def _check_metric(key: str, metric: Any) -> str:
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError(key, f"expected a metric name, got {metric!r}")
+    check_objective(metric, key)
+    if metric not in OBJECTIVE_METRICS and metric not in COST_METRICS and "." not in metric:
+        raise ConfigError(key, f"unknown metric {metric!r}; use {', '.join(OBJECTIVE_METRICS + COST_METRICS)} "
+                               "or <protocol>.<metric>")
+    return metric
+
+
+def parse_objective(obj: Any) -> Objective:
+    """`objective:` as written: {metric, mode} (one objective, as before), {metric: [a, b], mode: [max, min]}
+    or a list of {metric, mode}; optional `constraints: {params: {max: 2e6}}` (in the mapping forms)."""
+    if obj is None:
+        obj = {}
+    constraints: Any = {}
+    if isinstance(obj, list):
+        pairs = []
+        for i, item in enumerate(obj):
+            if not isinstance(item, dict) or set(item) - {"metric", "mode"}:
+                raise ConfigError(f"objective[{i}]", "expected {metric: NAME, mode: max|min}")
+            pairs.append((item.get("metric"), item.get("mode", "max")))
+    elif isinstance(obj, dict):
+        unknown = set(obj) - {"metric", "mode", "constraints"}
+        if unknown:
+            raise ConfigError(f"objective.{sorted(unknown)[0]}", "unknown key; known: metric, mode, constraints")
+        metric, mode = obj.get("metric", "probe_auc"), obj.get("mode", "max")
+        if isinstance(metric, list):
+            modes = mode if isinstance(mode, list) else [mode] * len(metric)
+            if len(modes) != len(metric):
+                raise ConfigError("objective.mode", f"{len(metric)} metrics need {len(metric)} modes, got {len(modes)}")
+            pairs = list(zip(metric, modes))
+        else:
+            if isinstance(mode, list):
+                raise ConfigError("objective.mode", "a list of modes needs a list of metrics")
+            pairs = [(metric, mode)]
+        constraints = obj.get("constraints") or {}
+    else:
+        raise ConfigError("objective", f"expected a mapping or a list, got {obj!r}")
+    if not pairs:
+        raise ConfigError("objective", "name at least one metric")
+    key = "objective.metric" if len(pairs) == 1 else "objective"
+    for i, (metric, mode) in enumerate(pairs):
+        _check_metric(key if len(pairs) == 1 else f"objective.metric[{i}]", metric)
+        if mode not in ("max", "min"):
+            raise ConfigError("objective.mode", "must be max or min")
+    if len({m for m, _ in pairs}) != len(pairs):
+        raise ConfigError("objective.metric", "a metric is listed twice")
+    if not isinstance(constraints, dict):
+        raise ConfigError("objective.constraints", "expected {metric: {max: N}} or {metric: {min: N}}")
+    bounds: dict[str, tuple[str, float]] = {}
+    for metric, rule in constraints.items():
+        ckey = f"objective.constraints.{metric}"
+        _check_metric(ckey, metric)
+        if not isinstance(rule, dict) or len(rule) != 1 or next(iter(rule)) not in ("max", "min"):
+            raise ConfigError(ckey, "expected {max: N} or {min: N}")
+        side, bound = next(iter(rule.items()))
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise ConfigError(ckey, f"expected a number, got {bound!r}")
+        bounds[str(metric)] = (side, float(bound))
+    (metric, mode), more = pairs[0], pairs[1:]
+    return Objective(metric, mode, [(m, d) for m, d in more], bounds)
 
 
 @dataclass
@@ -112,6 +196,7 @@ class Budget:
     time_budget_s: float | None = None
     max_concurrent: int = 0  # 0 = as many as resources allow
     perturbation_interval: int = 2  # pbt: epochs between exploit/explore steps
+    device_hours: float | None = None  # no new trial once the sweep's trials used this much (tune/cost.py)
 
 
 @dataclass

@@ -83,7 +83,30 @@ def validate_flat(flat: dict[str, Any]) -> TrialConfig:
 
 
 
+def check_search_goals(spec: SweepSpec) -> None:
+    """Several objectives, constraints and a device-hour budget need a searched sweep whose sampler
+    supports them (an ablation grid or a PBT population has no searcher to steer or stop)."""
+    from ecg_tune.plugins import SAMPLERS, SCHEDULERS
+
+    obj, searched = spec.objective, spec.ablation is None and not SCHEDULERS[spec.effective_scheduler].population
+    sampler = SAMPLERS[spec.searcher.sampler] if spec.searcher.sampler in SAMPLERS else None
+    if obj.multi or obj.constraints:
+        what = "several objectives" if obj.multi else "objective.constraints"
+        if not searched:
+            raise ConfigError("objective", f"{what} need a searched sweep (not an ablation grid or a PBT population)")
+        if sampler is not None and obj.multi and not getattr(sampler, "multi_objective", False):
+            good = [n for n in SAMPLERS.names() if getattr(SAMPLERS[n], "multi_objective", False)]
+            raise ConfigError("searcher.sampler", f"{spec.searcher.sampler} cannot search several objectives; use {', '.join(good)}")
+        if sampler is not None and obj.constraints and not getattr(sampler, "constrained", False):
+            good = [n for n in SAMPLERS.names() if getattr(SAMPLERS[n], "constrained", False)]
+            raise ConfigError("searcher.sampler", f"{spec.searcher.sampler} ignores constraints; use {', '.join(good)}")
+    if spec.budget.device_hours is not None and not searched:
+        raise ConfigError("budget.device_hours", "needs a searched sweep: an ablation grid or a PBT population runs "
+                                                 "every trial it starts with (use budget.time_budget_s)")
+
+
 def validate(spec: SweepSpec) -> None:
+    check_search_goals(spec)
     fixed = spec.fixed_flat()
     for key in spec.fixed:
         try:

@@ -45,6 +45,7 @@ from ecg_tune.tune.space_schema import (
     SweepSpec,
     check_name,
     check_objective,
+    parse_objective,
     subset_flag,
     trial_config,
     unwrap,
@@ -172,25 +173,13 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
         raise ConfigError("data.downstream", f"expected a dataset path, got {downstream!r}")
     spec.downstream = downstream
 
-    obj = _require_mapping("objective", doc.get("objective", {}))
-    _check_keys("objective", obj, {"metric", "mode"})
-    spec.objective = Objective(**obj)
-    if not isinstance(spec.objective.metric, str):
-        raise ConfigError("objective.metric", f"expected a metric name, got {spec.objective.metric!r}")
-    if spec.objective.mode not in ("max", "min"):
-        raise ConfigError("objective.mode", "must be max or min")
-    check_objective(spec.objective.metric)
-    if spec.objective.metric not in OBJECTIVE_METRICS and "." not in spec.objective.metric:
-        raise ConfigError(
-            "objective.metric",
-            f"unknown metric {spec.objective.metric!r}; use {', '.join(OBJECTIVE_METRICS)} or <protocol>.<metric>",
-        )
+    spec.objective = parse_objective(doc.get("objective", {}))
 
     budget = _require_mapping("budget", doc.get("budget", {}))
     _check_keys("budget", budget, {f for f in Budget.__dataclass_fields__})
     b = Budget()
     for k, v in budget.items():
-        kind = float if k == "time_budget_s" else int
+        kind = float if k in ("time_budget_s", "device_hours") else int
         setattr(b, k, None if v is None else _number(f"budget.{k}", v, kind))
     if b.trials < 1 or b.max_epochs < 1:
         raise ConfigError("budget", "trials and max_epochs must be at least 1")
@@ -206,6 +195,8 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
                                                "(or resume it with a larger budget) instead")
     if b.time_budget_s is not None and b.time_budget_s <= 0:
         raise ConfigError("budget.time_budget_s", "must be positive (or omitted for no limit)")
+    if b.device_hours is not None and b.device_hours <= 0:
+        raise ConfigError("budget.device_hours", "must be positive (or omitted for no limit)")
     if b.perturbation_interval < 1:
         raise ConfigError("budget.perturbation_interval", "must be at least 1 epoch")
     spec.budget = b

@@ -46,6 +46,8 @@ class SweepSettings:
     optuna_storage: str | None = None
     num_samples: int = 0
     dataset_digests: dict[str, str] = field(default_factory=dict)  # path -> sha256 of its manifest.json
+    warm_from: str | None = None  # an earlier sweep folder whose trials seed the study (tune/warmstart.py)
+    warm_map: dict[str, str] = field(default_factory=dict)  # its parameter names -> this space's
 
     def save(self) -> None:
         path = Path(self.sweep_dir) / SETTINGS_FILE
@@ -149,6 +151,8 @@ def run_sweep(
     num_samples: int | None = None,
     data: str | None = None,
     optuna_storage: str | None = None,
+    warm_from: str | None = None,
+    warm_map: dict[str, str] | None = None,
 ) -> SweepResult:
     """Run a sweep from a YAML space. `data` overrides both pretraining and downstream datasets."""
     import mlflow  # noqa: F401  (fail early if the tracking stack is missing)
@@ -183,7 +187,8 @@ def run_sweep(
     _init_ray(address, spec)  # a wrong --address fails here too, before the folder exists
     created = not sweep_dir.exists()
     try:
-        tuner, settings = _start(spec, sweep_dir, data_obj, paths, tracking_uri, optuna_storage, num_samples)
+        warm = (str(resolve_sweep_dir(warm_from, storage)), warm_map or {}) if warm_from else None
+        tuner, settings = _start(spec, sweep_dir, data_obj, paths, tracking_uri, optuna_storage, num_samples, warm)
     except BaseException:
         if created:  # a sweep that never started must not block its name
             shutil.rmtree(sweep_dir, ignore_errors=True)
@@ -193,7 +198,8 @@ def run_sweep(
 
 
 def _start(spec: SweepSpec, sweep_dir: Path, data_obj: Any, paths: list[str], tracking_uri: str | None,
-           optuna_storage: str | None, num_samples: int | None) -> tuple[Any, SweepSettings]:
+           optuna_storage: str | None, num_samples: int | None,
+           warm: tuple[str, dict[str, str]] | None = None) -> tuple[Any, SweepSettings]:
     """The sweep folder, MLflow experiment and parent run, settings, and the Tuner (not started)."""
     from mlflow.tracking import MlflowClient
 
@@ -217,8 +223,10 @@ def _start(spec: SweepSpec, sweep_dir: Path, data_obj: Any, paths: list[str], tr
     settings = SweepSettings(
         name=spec.name, sweep_dir=str(sweep_dir), tracking_uri=uri, experiment_id=experiment_id,
         parent_run_id=parent.info.run_id, dataset_paths=paths,
-        optuna_storage=public_uri(optuna_storage) if optuna_storage else None,
+        # The study is durable by default (optuna-dashboard opens it during and after the sweep; resume).
+        optuna_storage=public_uri(optuna_storage) if optuna_storage else f"sqlite:///{sweep_dir / 'optuna.db'}",
         num_samples=num_samples or spec.budget.trials, dataset_digests=preflight.dataset_digests(data_obj),
+        warm_from=warm[0] if warm else None, warm_map=warm[1] if warm else {},
     )
     try:
         _log_sweep_inputs(client, settings, spec)

@@ -38,6 +38,8 @@ from ecg_tune.ssl.checkpoint import Checkpoint, export_encoder, load_checkpoint
 from ecg_tune.ssl.optim import is_decayed
 from ecg_tune.ssl.pretrain import prepare_data
 from ecg_tune.ssl.train import Trainer, TrainingDiverged
+from ecg_tune.tune.cost import HEADER_KEY as COST_KEY
+from ecg_tune.tune.cost import CostMeter
 from ecg_tune.tune.searcher import FULL_BUDGET_KEY
 from ecg_tune.tune.spaces import trial_config
 
@@ -185,6 +187,8 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
         if ray_ckpt is not None and resume_from is not None and resume_from == ray_path:
             resume_from = Path(ray_ckpt.path) / TRAINER_FILE  # where it lives, for the event log
     trainer.header[TRIAL_ID_KEY] = ctx.get_trial_id()
+    # Cost (tune/cost.py), reported with every result; a resumed trial goes on counting from its checkpoint.
+    meter = CostMeter(float(resources.get("GPU", 0)), cpus, source.get(COST_KEY))
     ray_epoch = int(ray_known.header.get("epoch", 0)) if ray_known is not None else 0
 
     # from_trial: whose weights these are (another trial's after a PBT exploit)
@@ -199,7 +203,9 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
     config_metrics = {f"config.{k}": float(flat[k]) for k in data.report_config if isinstance(flat.get(k), int | float)}
 
     def epoch_report(metrics: dict[str, Any], probe: float | None = None) -> dict[str, Any]:
+        trainer.header[COST_KEY] = meter.carried()
         return {"epoch": trainer.epoch, "excluded_leakage": pool.excluded_leakage, **config_metrics,
+                **meter.metrics(trainer.method.encoder),
                 **{k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                 "probe_auc": probe_auc if probe is None else probe}
 
@@ -229,6 +235,7 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
             tune.report({
                 "epoch": trainer.epoch + 1, "probe_auc": 0.0 if math.isnan(probe_auc) else probe_auc,
                 "failure_reason": str(exc), "excluded_leakage": pool.excluded_leakage,
+                **meter.metrics(trainer.method.encoder),
             })
             return
         epoch = trainer.epoch

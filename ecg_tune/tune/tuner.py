@@ -61,10 +61,21 @@ def build_tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples
         num_samples = 1
     else:
         # The URL without its password (public_uri): Ray pickles the searcher into the sweep folder.
-        search_alg = make_searcher(spec, storage_url=settings.optuna_storage)
+        search_alg = make_searcher(spec, storage_url=settings.optuna_storage, sweep_dir=settings.sweep_dir)
+        if getattr(settings, "warm_from", None):
+            from ecg_tune.tune.warmstart import seed_study
+
+            seed_study(search_alg._study(), spec, Path(settings.warm_from), settings.warm_map)
     scheduler = make_scheduler(spec)
     if hasattr(scheduler, "state_callback"):  # ASHA by promotion: its rungs survive `resume`
         callbacks = [*callbacks, scheduler.state_callback()]
+    from ecg_tune.tune.cost import make_ledger
+    from ecg_tune.tune.progress import ProgressView
+
+    # Each trial's device-seconds in <sweep>/cost.json (budget.device_hours); one compact progress view.
+    total = num_samples * (len(param_space[GRID_KEY]["grid_search"]) if param_space else 1)
+    callbacks = [*callbacks, make_ledger(settings.sweep_dir),
+                 ProgressView(spec.objective.metric, spec.objective.mode, total)]
     tune_config = tune.TuneConfig(
         search_alg=search_alg,
         scheduler=scheduler,
@@ -85,7 +96,7 @@ def build_tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples
             num_to_keep=max(4, spec.budget.perturbation_interval + 2) if sched.population else 2),
         failure_config=tune.FailureConfig(max_failures=3),
         stop=StopOnVerdict(spec.name),  # the first trials all failed the same way (failfast.py)
-        verbose=1,
+        verbose=0,  # Ray's per-result tables: replaced by ProgressView
     )
     return tune.Tuner(trainable(spec, data), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
