@@ -230,7 +230,7 @@ def _start(spec: SweepSpec, sweep_dir: Path, data_obj: Any, paths: list[str], tr
     )
     try:
         _log_sweep_inputs(client, settings, spec)
-        _log_manifests(client, settings, data_obj)
+        _log_manifests(client, settings, data_obj, spec)
         tracking = MLflowTracking(uri, experiment_id, settings.parent_run_id, spec.name)
         tuner = _tuner(spec, settings, data_obj, settings.num_samples, [tracking, RepeatedFailure(spec.name)])
     except BaseException:
@@ -289,10 +289,17 @@ def _log_sweep_inputs(client: Any, settings: SweepSettings, spec: SweepSpec) -> 
     client.log_batch(run_id, params=params)
 
 
-def _log_manifests(client: Any, settings: SweepSettings, data_obj: Any) -> None:
+def _log_manifests(client: Any, settings: SweepSettings, data_obj: Any, spec: SweepSpec) -> None:
     import hashlib
 
     from mlflow.entities import RunTag
+
+    from ecg_tune.tune.mlflow_inputs import log_dataset_inputs
+
+    fixed = spec.fixed_flat()  # datasets as MLflow run inputs, with digests and the pretraining exclusions
+    down = fixed.get("data.downstream") or None
+    pretrain = [p for p in settings.dataset_paths if p != down or p in fixed["data.pretrain"].split(",")]
+    log_dataset_inputs(client, settings.parent_run_id, data_obj, settings.dataset_digests, pretrain, down)
 
     tags = []
     for i, (path, ds) in enumerate(data_obj.datasets.items()):

@@ -10,8 +10,11 @@ never ended the runs of early-stopped trials. Here:
 - the trial → run map is part of the callback's state (`get_state`/`set_state`, saved in Ray's
   experiment snapshots) and, as a fallback, runs are found again by their `ecg_tune.trial_id` tag;
 - every run ends: FINISHED, FAILED (with the reason) or KILLED, also for early-stopped trials;
-- a tracking failure (server unreachable, restarting) never kills the sweep: operations are kept and
-  retried with backoff, and failures are counted and reported.
+- a tracking failure never kills the sweep: a transient one (server unreachable, restarting, 5xx,
+  429) keeps the operation and retries it with backoff; a permanent one (MLflow refused the request:
+  a deleted run, a rejected value) is reported and dropped, so it never blocks other trials' logging;
+- the driver never waits for MLflow: run creation is queued like every other operation;
+- a finished trial's encoder is an MLflow 3 LoggedModel of its run, with the final metrics linked.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 SWEEP_TAG = "ecg_tune.sweep"
 TRIAL_TAG = "ecg_tune.trial_id"
 ROLE_TAG = "ecg_tune.role"
+# MLflow 3's experiment type (its UI reads the tag; values: genai_development, custom_model_development)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING = "custom_model_development"
 # Result keys Ray adds that are not metrics of ours.
 _RAY_KEYS = {
     "done", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore",
@@ -61,12 +67,18 @@ def params_of(config: dict[str, Any]) -> list[Param]:
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The sweep's experiment, marked as model training (`mlflow.experimentKind`) so that MLflow's UI
+    shows its training runs, not the GenAI overview."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
+    if exp is None:
+        exp_id = client.create_experiment(name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: TRAINING})
+    else:
+        exp_id = exp.experiment_id
         if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+            client.restore_experiment(exp_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != TRAINING:
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, TRAINING)
+    return exp_id
 
 
 def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list[Any]:
@@ -79,23 +91,56 @@ def _quote(value: str) -> str:
     return str(value).replace("'", "''")
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """A failure that retrying cannot fix: MLflow refused the request itself (4xx: a deleted or unknown
+    run, a rejected param value, no permission). Connection errors, 5xx, 429 (rate limit) and 408 are
+    transient; so is anything that is not an MLflow answer (a locked sqlite file, a timeout)."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, _NoRun):
+        return True
+    if not isinstance(exc, MlflowException):
+        return False
+    try:
+        status = int(exc.get_http_status_code())
+    except Exception:
+        return False
+    return 400 <= status < 500 and status not in (408, 429)
+
+
+class _Op:
+    """One tracking operation: what it does and, for reports, what it is about."""
+
+    __slots__ = ("fn", "what")
+
+    def __init__(self, fn: Callable[[MlflowClient], Any], what: str):
+        self.fn, self.what = fn, what
+
+
 class _Retrying:
-    """Runs tracking operations in order on a background thread; keeps failed ones for a retry."""
+    """Runs tracking operations in order on a background thread.
+
+    A transient failure (server down or restarting, 5xx, 429, a locked database) keeps the operation
+    at the head of the queue and retries it with backoff: the order of a run's operations matters and
+    the next ones would fail the same way. A permanent failure (MLflow refused the request: a deleted
+    run, a rejected value) is reported once and the operation dropped, so it never blocks the others.
+    """
 
     def __init__(self, client_factory: Callable[[], MlflowClient], *, backoff_s: float = 2.0):
         self._client_factory = client_factory
-        self._queue: queue.Queue[Callable[[MlflowClient], Any] | None] = queue.Queue()
-        self._pending: list[Callable[[MlflowClient], Any]] = []
+        self._queue: queue.Queue[_Op | None] = queue.Queue()
+        self._pending: list[_Op] = []
         self._backoff_s = backoff_s
-        self.failures = 0
+        self.failures = 0  # transient failures (each retried)
+        self.dropped: list[str] = []  # permanent failures: "what: error"
         self._idle = threading.Event()
         self._idle.set()
         self._thread = threading.Thread(target=self._run, name="ecg-tune-mlflow", daemon=True)
         self._thread.start()
 
-    def submit(self, op: Callable[[MlflowClient], Any]) -> None:
+    def submit(self, op: Callable[[MlflowClient], Any], what: str = "tracking operation") -> None:
         self._idle.clear()
-        self._queue.put(op)
+        self._queue.put(_Op(op, what))
 
     def _run(self) -> None:
         client = self._client_factory()
@@ -114,10 +159,17 @@ class _Retrying:
             if op is not None:
                 self._pending.append(op)
             while self._pending:
+                head = self._pending[0]
                 try:
-                    self._pending[0](client)
-                except Exception as exc:  # server down, restarting, locked database...
-                    self.failures += 1
+                    head.fn(client)
+                except Exception as exc:
+                    if is_permanent(exc):
+                        self.dropped.append(f"{head.what}: {exc}"[:2000])
+                        if len(self.dropped) <= 20 or len(self.dropped) % 100 == 0:
+                            log.warning("MLflow refused %s (dropped, not retried; %d so far): %s", head.what, len(self.dropped), exc)
+                        self._pending.pop(0)
+                        continue
+                    self.failures += 1  # server down, restarting, locked database...
                     if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
                         log.warning("MLflow tracking failed (%d failures so far; will retry): %s", self.failures, exc)
                     time.sleep(self._backoff_s)
@@ -180,9 +232,11 @@ class MLflowTracking(Callback):
         return self._worker
 
     # ---------------------------------------------------------------- Tune hooks
+    # Every MLflow call runs on the worker thread, run creation included: the driver never waits for
+    # MLflow. An operation on a trial's run finds the run id when it runs (after the creation before it).
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any) -> None:
         parent = self.parent_run_id
-        self.worker.submit(lambda c: c.update_run(parent, status="RUNNING"))
+        self.worker.submit(lambda c: c.update_run(parent, status="RUNNING"), f"setting the sweep run {parent} RUNNING")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._attach(trial, again=True)  # e.g. retried after an error that ended its run FAILED
@@ -191,15 +245,15 @@ class MLflowTracking(Callback):
         self._attach(trial, again=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        run_id = self._attach(trial)
+        self._attach(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         stamp = int(time.time() * 1000)
         metrics = [Metric(k, v, stamp, step) for k, v in numeric_metrics(result).items()]
         if metrics:
-            self.worker.submit(lambda c: c.log_batch(run_id, metrics=metrics))
+            self._on_run(trial.trial_id, f"metrics of epoch {step}", lambda c, run: c.log_batch(run, metrics=metrics))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._attach(trial)
+        self._attach(trial)
         result = trial.last_result or {}
         reason = result.get("failure_reason")
         tags = [RunTag("ecg_tune.state", "diverged" if reason else "finished")]
@@ -207,25 +261,36 @@ class MLflowTracking(Callback):
             tags.append(RunTag("ecg_tune.failure_reason", str(reason)[:5000]))
         artifact = _trial_artifact(result)
         status = "FAILED" if reason else "FINISHED"
+        trial_id, experiment_id = trial.trial_id, self.experiment_id
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        metrics = numeric_metrics(result)
+        config = unwrap(trial.config or {})
 
-        def finish(c: MlflowClient) -> None:
-            c.log_batch(run_id, tags=tags)
+        def results(c: MlflowClient, run: str) -> None:
+            c.log_batch(run, tags=tags)
             if artifact is not None:  # encoder.ckpt and one JSON per evaluation protocol
-                c.log_artifacts(run_id, str(artifact), artifact_path="results")
-            c.set_terminated(run_id, status=status)
+                c.log_artifacts(run, str(artifact), artifact_path="results")
 
-        self.worker.submit(finish)
+        def model(c: MlflowClient, run: str) -> None:  # the encoder as an MLflow 3 LoggedModel of the run
+            from ecg_tune.tune.model_registry import log_trial_model
+
+            log_trial_model(c, experiment_id, run, trial_id, artifact, config, metrics, step)
+
+        self._on_run(trial_id, "the trial's results", results)
+        if artifact is not None and (artifact / "encoder.ckpt").is_file():
+            self._on_run(trial_id, "the trial's logged model", model)
+        self._on_run(trial_id, f"ending the run {status}", lambda c, run: c.set_terminated(run, status=status))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._attach(trial)
+        self._attach(trial)
         error = str(getattr(trial, "error_file", "") or "trial raised")
         tags = [RunTag("ecg_tune.state", "error"), RunTag("ecg_tune.failure_reason", _error_text(trial)[:5000] or error)]
 
-        def fail(c: MlflowClient) -> None:
-            c.log_batch(run_id, tags=tags)
-            c.set_terminated(run_id, status="FAILED")
+        def fail(c: MlflowClient, run: str) -> None:
+            c.log_batch(run, tags=tags)
+            c.set_terminated(run, status="FAILED")
 
-        self.worker.submit(fail)
+        self._on_run(trial.trial_id, "ending the run FAILED", fail)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.flush()
@@ -237,53 +302,61 @@ class MLflowTracking(Callback):
             log.warning("MLflow: some tracking operations are still pending after %.0f s", timeout_s)
         return ok
 
-    def _attach(self, trial: Any, again: bool = False) -> str:
-        """The MLflow run of `trial`: known, found again by tag, or created (exactly one per trial).
+    def _on_run(self, trial_id: str, what: str, fn: Callable[[MlflowClient, str], Any]) -> None:
+        def op(c: MlflowClient) -> None:
+            run = self.trial_runs.get(trial_id)
+            if run is None:  # its creation was refused (reported then): nothing to log into
+                raise _NoRun(f"trial {trial_id} has no MLflow run")
+            fn(c, run)
+
+        self.worker.submit(op, f"{what} (trial {trial_id})")
+
+    def _attach(self, trial: Any, again: bool = False) -> str | None:
+        """Make sure `trial` has its MLflow run (known, found again by tag, or created: exactly one per
+        trial); the work is queued, never done on the driver. Returns the run id when already known.
 
         The first time in this process (and with `again`), a known run is set RUNNING and gets the
-        params it lacks; later calls (every result) just return its id.
+        params it lacks; later calls (every result) do nothing.
         """
         trial_id = trial.trial_id
         if trial_id in self._attached and not again:
-            return self.trial_runs[trial_id]
+            return self.trial_runs.get(trial_id)
+        self._attached.add(trial_id)
         config = unwrap(trial.config or {})
         params = params_of(_full_config(trial_config(config)))
-        run_id = self.trial_runs.get(trial_id)
-        if run_id is None:
-            client = MlflowClient(self.tracking_uri)
-            try:
-                existing = find_runs(client, self.experiment_id, **{"ecg_tune__trial_id": trial_id, "ecg_tune__sweep": self.sweep_name})
-            except Exception as exc:
-                log.warning("MLflow search failed, creating the trial run later: %s", exc)
-                existing = []
-            run_id = existing[0].info.run_id if existing else None
-        if run_id is not None:
-            # Params are logged in the background after the run is created: a driver killed in
-            # between left the run without them, so log whatever it lacks (same values: allowed).
-            def reattach(c: MlflowClient, run_id: str = run_id) -> None:
-                c.update_run(run_id, status="RUNNING")
-                have = c.get_run(run_id).data.params
-                _log_params(c, run_id, [p for p in params if p.key not in have])
+        tags = {"mlflow.parentRunId": self.parent_run_id, "mlflow.runName": trial_id, SWEEP_TAG: self.sweep_name,
+                TRIAL_TAG: trial_id, ROLE_TAG: "trial", "mlflow.note.content": _note(config)}
+        if config.get("_cell"):
+            tags["ecg_tune.cell"] = str(config["_cell"])
 
-            self.worker.submit(reattach)
-        else:
-            tags = {
-                "mlflow.parentRunId": self.parent_run_id,
-                "mlflow.runName": trial_id,
-                SWEEP_TAG: self.sweep_name,
-                TRIAL_TAG: trial_id,
-                ROLE_TAG: "trial",
-            }
-            cell = config.get("_cell")
-            if cell:
-                tags["ecg_tune.cell"] = str(cell)
-            client = MlflowClient(self.tracking_uri)
-            run_id = _with_retries(lambda: client.create_run(self.experiment_id, tags=tags).info.run_id)
-            created: str = run_id
-            self.worker.submit(lambda c: _log_params(c, created, params))
-        self.trial_runs[trial_id] = run_id
-        self._attached.add(trial_id)
-        return run_id
+        def ensure(c: MlflowClient) -> None:
+            run_id = self.trial_runs.get(trial_id)
+            if run_id is None:
+                existing = find_runs(c, self.experiment_id, ecg_tune__trial_id=trial_id, ecg_tune__sweep=self.sweep_name)
+                run_id = existing[0].info.run_id if existing else None
+            if run_id is None:
+                run_id = c.create_run(self.experiment_id, tags=tags).info.run_id
+                self.trial_runs[trial_id] = run_id
+                _log_params(c, run_id, params)
+                return
+            # Params are logged right after the run is created: a driver killed in between left the
+            # run without them, so log whatever it lacks (same values: allowed).
+            self.trial_runs[trial_id] = run_id
+            c.update_run(run_id, status="RUNNING")
+            have = c.get_run(run_id).data.params
+            _log_params(c, run_id, [p for p in params if p.key not in have])
+
+        self.worker.submit(ensure, f"creating or attaching the run of trial {trial_id}")
+        return self.trial_runs.get(trial_id)
+
+
+class _NoRun(Exception):
+    """An operation for a trial whose run MLflow refused to create: permanent, dropped."""
+
+
+def _note(config: dict[str, Any]) -> str:
+    """The run's description in MLflow's UI: the trial's sampled values, one line each."""
+    return "\n".join(f"- `{k}` = {v}" for k, v in sorted(trial_config(config).items()))[:5000]
 
 
 def _log_params(client: MlflowClient, run_id: str, params: list[Param]) -> None:
@@ -297,18 +370,6 @@ def _full_config(flat: dict[str, Any]) -> dict[str, Any]:
         return {**TrialConfig.from_flat(flat).to_flat(), **flat}
     except Exception:  # the trial itself will report a bad config; still log what we have
         return flat
-
-
-def _with_retries(fn: Callable[[], Any], attempts: int = 30, backoff_s: float = 2.0) -> Any:
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == attempts - 1:
-                raise
-            log.warning("MLflow unavailable (%s); retrying in %.0f s", exc, backoff_s)
-            time.sleep(backoff_s)
-    return None
 
 
 def _trial_artifact(result: dict[str, Any]) -> Path | None:

@@ -87,8 +87,9 @@ def test_resume_reuses_the_trials_run(tmp_path: Path) -> None:
     again.flush()
     # ...or with no state at all: it finds the run again by its trial tag.
     fresh = MLflowTracking(cb.tracking_uri, exp, cb.parent_run_id, "sweep-a")
-    assert fresh._attach(t) == state["trial_runs"]["t1"]
-    fresh.flush()
+    fresh._attach(t)
+    assert fresh.flush()
+    assert fresh.trial_runs["t1"] == state["trial_runs"]["t1"]
     runs = trial_runs(client, exp)
     assert len(runs) == 1
     steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "probe_auc"))
@@ -129,9 +130,10 @@ def test_a_run_left_without_params_by_a_driver_crash_gets_them_on_resume(tmp_pat
     client.log_param(known.info.run_id, "seed", "3")  # partly logged
     fresh = MLflowTracking(cb.tracking_uri, exp, cb.parent_run_id, "sweep-a")
     fresh.set_state({"trial_runs": {"t2": known.info.run_id}})  # from the callback's saved state
-    assert fresh._attach(FakeTrial("t1", {"seed": 1, "optim.lr": 0.01})) == crashed.info.run_id
+    fresh._attach(FakeTrial("t1", {"seed": 1, "optim.lr": 0.01}))
     assert fresh._attach(FakeTrial("t2", {"seed": 3})) == known.info.run_id
     assert fresh.flush()
+    assert fresh.trial_runs["t1"] == crashed.info.run_id
     p1 = client.get_run(crashed.info.run_id).data.params
     p2 = client.get_run(known.info.run_id).data.params
     assert p1["seed"] == "1" and p1["optim.lr"] == "0.01" and p1["train.batch_size"] == "256"
@@ -172,3 +174,91 @@ def test_runs_of_trials_ray_never_recorded_are_deleted_when_empty_else_tagged(tm
     assert kept.info.status == "KILLED" and kept.data.tags["ecg_tune.state"] == "orphaned"
     assert client.get_run(known.info.run_id).info.status == "KILLED"
     assert "ecg_tune.state" not in client.get_run(known.info.run_id).data.tags
+
+
+# ---------------------------------------------------------------- faults: transient vs permanent
+def test_a_deleted_run_is_reported_and_dropped_without_blocking_other_trials(tmp_path: Path) -> None:
+    client, cb, exp = make(tmp_path)
+    gone, ok = FakeTrial("gone", {"seed": 0}), FakeTrial("ok", {"seed": 1})
+    cb.on_trial_start(0, [], gone)
+    cb.on_trial_start(0, [], ok)
+    assert cb.flush(timeout_s=30)
+    client.delete_run(cb.trial_runs["gone"])  # someone deleted it in the UI
+    for epoch in (1, 2):
+        cb.on_trial_result(0, [], gone, {"epoch": epoch, "probe_auc": 0.5})  # refused: 4xx, never retried
+        cb.on_trial_result(0, [], ok, {"epoch": epoch, "probe_auc": 0.6})
+    gone.last_result = ok.last_result = {"epoch": 2}
+    cb.on_trial_complete(0, [], gone)
+    cb.on_trial_complete(0, [], ok)
+    assert cb.flush(timeout_s=30)  # nothing left pending: the permanent failures were dropped
+    assert cb.worker.failures == 0 and len(cb.worker.dropped) >= 3
+    assert all("trial gone" in d for d in cb.worker.dropped)
+    run = client.get_run(cb.trial_runs["ok"])
+    assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "probe_auc")) == 2
+
+
+def test_a_rejected_param_is_dropped_and_a_transient_error_is_retried_in_order(tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
+
+    client, cb, exp = make(tmp_path)
+    cb.worker._backoff_s = 0.05
+    done: list[str] = []
+    attempts = {"n": 0}
+
+    def rejected(c: MlflowClient) -> None:
+        raise MlflowException("Changing param values is not allowed", error_code=INVALID_PARAMETER_VALUE)
+
+    def flaky(c: MlflowClient) -> None:
+        attempts["n"] += 1
+        if attempts["n"] < 3:
+            raise MlflowException("503 Service Unavailable", error_code=TEMPORARILY_UNAVAILABLE)
+        done.append("flaky")
+
+    def connection_lost(c: MlflowClient) -> None:
+        if "conn" not in done and attempts.setdefault("conn", 0) < 2:
+            attempts["conn"] += 1
+            raise ConnectionError("Connection refused")
+        done.append("conn")
+
+    cb.worker.submit(rejected, "a rejected param")
+    cb.worker.submit(flaky, "a flaky call")
+    cb.worker.submit(connection_lost, "a call during a restart")
+    cb.worker.submit(lambda c: done.append("last"), "the next call")
+    assert cb.flush(timeout_s=10)
+    assert done == ["flaky", "conn", "last"]  # transient ones retried, in order
+    assert cb.worker.failures == 4
+    assert len(cb.worker.dropped) == 1 and cb.worker.dropped[0].startswith("a rejected param")
+
+
+def test_permanence_of_errors() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
+
+    from ecg_tune.tune.tracking import is_permanent
+
+    assert is_permanent(MlflowException("x", error_code=codes.RESOURCE_DOES_NOT_EXIST))
+    assert is_permanent(MlflowException("x", error_code=codes.INVALID_PARAMETER_VALUE))
+    assert not is_permanent(MlflowException("x", error_code=codes.REQUEST_LIMIT_EXCEEDED))  # 429
+    assert not is_permanent(MlflowException("x", error_code=codes.INTERNAL_ERROR))  # 5xx
+    assert not is_permanent(MlflowException("x", error_code=codes.TEMPORARILY_UNAVAILABLE))
+    assert not is_permanent(ConnectionError("refused")) and not is_permanent(TimeoutError())
+
+
+def test_the_driver_never_waits_for_run_creation(tmp_path: Path, monkeypatch) -> None:
+    import threading
+    import time
+
+    client, cb, exp = make(tmp_path)
+    release = threading.Event()
+    real_create = MlflowClient.create_run
+    monkeypatch.setattr(MlflowClient, "create_run", lambda self, *a, **k: release.wait(30) and real_create(self, *a, **k))
+    t = FakeTrial("slow", {"seed": 0})
+    start = time.monotonic()
+    cb.on_trial_start(0, [], t)  # MLflow hangs: the hook still returns at once
+    cb.on_trial_result(0, [], t, {"epoch": 1, "probe_auc": 0.5})
+    assert time.monotonic() - start < 1.0
+    assert cb.flush(timeout_s=0.5) is False  # queued, not lost
+    release.set()
+    assert cb.flush(timeout_s=30)
+    assert [m.value for m in client.get_metric_history(cb.trial_runs["slow"], "probe_auc")] == [0.5]
