@@ -108,6 +108,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     created = next((p for p in [out, *out.parents][::-1] if not p.exists()), None)  # the topmost new folder
     try:
+        if args.workers > 1:  # data-parallel on Ray Train workers (tune/multiworker.py)
+            from ecg_tune.tune.multiworker import WorkerResources, pretrain_workers
+
+            pretrain_workers(cfg, out, WorkerResources(args.workers, args.cpu_per_worker, args.gpu_per_worker))
+            print(f"encoder checkpoint: {out / 'encoder.ckpt'}  ({args.workers} workers)")
+            return 0
         result = run_pretraining(cfg, out, progress=not args.quiet)
     except BaseException:
         _remove_if_empty(created)  # a failed start leaves no empty --out behind (a checkpoint stays, for resuming)
@@ -288,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. optim.lr=1e-3")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel workers (Ray Train; --batch-size is the "
+                   "global batch, split evenly); gloo on CPU, NCCL with --gpu-per-worker")
+    p.add_argument("--cpu-per-worker", type=float, default=1.0)
+    p.add_argument("--gpu-per-worker", type=float, default=0.0)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="run a PTB-XL protocol on a checkpoint")

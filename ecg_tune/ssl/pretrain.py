@@ -33,6 +33,7 @@ from ecg_tune.data.stream import StreamSource
 from ecg_tune.data.stream_mode import choose_mode, open_corpora, stream_source
 from ecg_tune.errors import CheckpointError, ConfigError
 from ecg_tune.ssl.checkpoint import export_encoder
+from ecg_tune.ssl.distributed import barrier, rank
 from ecg_tune.ssl.methods import METHODS
 from ecg_tune.ssl.train import Callback, Trainer
 
@@ -178,7 +179,10 @@ def run_pretraining(
     progress: bool = False,
     callback: Callback | None = None,
 ) -> PretrainResult:
-    """Pretrain (or resume) into `out_dir`; `callback(trainer, metrics)` returning True stops early."""
+    """Pretrain (or resume) into `out_dir`; `callback(trainer, metrics)` returning True stops early.
+
+    Data-parallel when a torch.distributed group is up (every rank calls this with the same arguments):
+    all ranks train and take part in each checkpoint, rank 0 writes the files (ssl/parallel.py)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     last, encoder_path, metrics_path = out / LAST, out / ENCODER, out / METRICS
@@ -211,7 +215,8 @@ def run_pretraining(
     resumed_from = trainer.epoch
     every = max(int(cfg.train.checkpoint_every), 1)
 
-    with open(metrics_path, "w") as log:
+    main = rank() == 0
+    with open(metrics_path, "w") if main else open(os.devnull, "w") as log:
         for metrics in trainer.history:
             log.write(json.dumps(metrics) + "\n")
         log.flush()
@@ -229,9 +234,11 @@ def run_pretraining(
             return stop
 
         trainer.fit(callback=after_epoch)
-    if not last.exists():  # zero epochs configured: still leave a (untrained) checkpoint
+    if trainer.epoch == 0:  # zero epochs configured: still leave a (untrained) checkpoint
         trainer.save(last)
-    export_encoder(trainer, trainer.checkpoint_header(), encoder_path)
+    if main:
+        export_encoder(trainer, trainer.checkpoint_header(), encoder_path)
+    barrier()  # the other ranks return when rank 0's files are complete
     return PretrainResult(last, encoder_path, list(trainer.history), data.excluded_leakage, int(len(data.indices)), resumed_from,
                           data.mode)
 
