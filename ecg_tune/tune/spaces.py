@@ -211,8 +211,11 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
     )
     if spec.resources.cpu <= 0 or spec.resources.gpu < 0:
         raise ConfigError("resources", "cpu must be positive and gpu non-negative")
-    if spec.resources.gpu > 1 and not float(spec.resources.gpu).is_integer():
-        raise ConfigError("resources.gpu", "above 1, GPUs per trial must be a whole number")
+    if spec.resources.gpu > 1:
+        # A trial trains in one process on one device: a second GPU would sit idle without a word (#17).
+        raise ConfigError("resources.gpu", f"{spec.resources.gpu:g} GPUs per trial: a trial trains in one process "
+                          "on one GPU, so all but one would idle; use at most 1 (fractions share a GPU); for "
+                          "data-parallel training of one configuration: ecg-tune pretrain --workers N --gpu-per-worker 1")
 
     sched = doc.get("scheduler", "asha")
     if sched not in SCHEDULERS:

@@ -45,3 +45,12 @@ def test_pretrain_with_two_workers(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3.0, 6.0]  # one row per epoch, written once (rank 0)
     assert (out / "encoder.ckpt").is_file() and (out / "last.ckpt").is_file()
+
+
+def test_more_than_one_gpu_per_trial_is_refused_not_left_idle() -> None:
+    from tests.tune.test_spaces import spec_of
+
+    with pytest.raises(ConfigError, match="all but one would idle") as info:
+        spec_of({"resources": {"cpu": 1, "gpu": 2}})
+    assert info.value.key == "resources.gpu"
+    assert spec_of({"resources": {"cpu": 1, "gpu": 1}}).resources.gpu == 1
