@@ -1,0 +1,95 @@
+"""Data-parallel scaling on CPU: 2 gloo workers (1 torch thread each) vs 1 worker, same per-worker batch.
+
+SimCLR + xresnet1d50 (default width), RandomResizedCrop + TimeOut, windows 12 x 250, Adam. Each
+configuration runs in freshly spawned processes through the real `Trainer` (global batch = workers x
+per-worker batch, gradients averaged in one all_reduce per step, NT-Xent over the gathered batch,
+global BatchNorm): one warm-up epoch, then one timed epoch of `--steps` steps; steps/s = steps /
+epoch time (communication included). Rounds alternate the order (1, 2 / 2, 1) so neither always
+runs first on a shared machine. Target (issue #17): 2 workers >= 1.6x the steps/s of 1 worker.
+
+    .venv/bin/python bench/bench_multiworker.py [--batch 32] [--steps 6] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from _common import LoadSampler, header, table, verdict
+
+LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+def _run(rank: int, world: int, init_file: str, out: str, batch: int, steps: int, sync_bn: bool) -> None:
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                                timeout=timedelta(seconds=300))
+    try:
+        from ecg_tune.config import TrialConfig
+        from ecg_tune.data.store import SignalStore
+        from ecg_tune.ssl.methods.simclr import SimCLR
+        from ecg_tune.ssl.train import Trainer
+
+        SimCLR.sync_batchnorm = sync_bn
+
+        rng = np.random.default_rng(0)
+        store = SignalStore.from_signals([rng.normal(0, 0.5, (12, 1000)).astype(np.float32) for _ in range(512)],
+                                         LEADS, 100.0)
+        cfg = TrialConfig.from_flat({
+            "method.name": "simclr", "encoder.name": "xresnet1d50", "train.batch_size": batch * world,
+            "train.epochs": 2, "train.steps_per_epoch": steps, "seed": 0,
+        })
+        trainer = Trainer.from_config(cfg, store, np.arange(len(store)), lead_names=LEADS, device="cpu")
+        trainer.train_epoch()  # warm-up: allocator, native augmentation kernel, gloo connections
+        timed = trainer.train_epoch()
+        if rank == 0:
+            Path(out).write_text(str(steps / timed["epoch_time_s"]))
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def measure(world: int, batch: int, steps: int, sync_bn: bool = True) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-mw-") as tmp:
+        out = os.path.join(tmp, "steps_per_s")
+        mp.spawn(_run, args=(world, os.path.join(tmp, "rendezvous"), out, batch, steps, sync_bn), nprocs=world, join=True)
+        return float(Path(out).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=32, help="per-worker batch")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-sync-bn", action="store_true", help="per-rank BatchNorm (SimCLR.sync_batchnorm off)")
+    args = parser.parse_args()
+    header("Data-parallel CPU scaling (bench/bench_multiworker.py)",
+           f"SimCLR xresnet1d50, per-worker batch {args.batch} x 12 x 250, {args.steps} timed steps, 1 thread/worker")
+    results: dict[int, list[float]] = {1: [], 2: []}
+    with LoadSampler() as load:
+        for r in range(args.rounds):
+            for world in ((1, 2) if r % 2 == 0 else (2, 1)):
+                results[world].append(measure(world, args.batch, args.steps, not args.no_sync_bn))
+                print(f"round {r + 1}: {world} worker(s): {results[world][-1]:.3f} steps/s", flush=True)
+    one, two = statistics.median(results[1]), statistics.median(results[2])
+    speedup = two / one
+    print(table(["workers", "global batch", "steps/s (median)", "windows/s", "rounds"], [
+        [1, args.batch, f"{one:.3f}", f"{one * args.batch:.1f}", ", ".join(f"{v:.3f}" for v in results[1])],
+        [2, 2 * args.batch, f"{two:.3f}", f"{two * 2 * args.batch:.1f}", ", ".join(f"{v:.3f}" for v in results[2])],
+    ]))
+    print(f"speed-up 2 vs 1 worker (steps/s at the same per-worker batch): {speedup:.2f}x  "
+          f"target >= 1.6x: {verdict(speedup >= 1.6)}")
+    print(load.summary())
+
+
+if __name__ == "__main__":
+    main()
