@@ -174,6 +174,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ecg_tune.tune.spaces import load_spec
     from ecg_tune.tune.sweep import print_leaderboard, run_sweep
+    from ecg_tune.tune.warmstart import parse_map
 
     spec = load_spec(args.space)  # validate before anything starts
     result = run_sweep(spec, name=args.name, storage=args.storage, address=args.address,
@@ -181,7 +182,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                        optuna_storage=args.optuna_storage, warm_from=args.warm_from,
                        warm_map=parse_map(args.warm_map))
     print_leaderboard(result.leaderboard, spec.objective.metric)
-    from ecg_tune.tune.warmstart import parse_map
     _where_to_look(result)
     return 1 if result.errors else 0
 
@@ -197,12 +197,6 @@ def _failures(result: Any) -> None:
         print(f"ecg-tune: sweep {result.stopped}", file=sys.stderr)
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    from ecg_tune.tune.sweep import print_leaderboard, resume_sweep
-
-    result = resume_sweep(args.sweep, storage=args.storage, address=args.address)
-    print_leaderboard(result.leaderboard, result.metric)
-    _where_to_look(result)
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from ecg_tune.tune.dashboard import serve
 
@@ -210,6 +204,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ecg_tune.tune.sweep import print_leaderboard, resume_sweep
+
+    result = resume_sweep(args.sweep, storage=args.storage, address=args.address)
+    print_leaderboard(result.leaderboard, result.metric)
+    _where_to_look(result)
     return 1 if result.errors else 0
 
 
@@ -222,14 +222,14 @@ def _where_to_look(result: Any) -> None:
         print(f"best encoder:   {result.best_model_uri}  (mlflow.pytorch.load_model)")
     print(f"report:         ecg-tune report {s.sweep_dir}")
     print(f"resume:         ecg-tune resume {s.sweep_dir}")
+    if getattr(s, "optuna_storage", None):
+        print(f"dashboard:      ecg-tune dashboard {s.sweep_dir}")
     _failures(result)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from ecg_tune.data.dataset import format_summary, open_dataset
     from ecg_tune.data.synthetic import write_synthetic
-    if getattr(s, "optuna_storage", None):
-        print(f"dashboard:      ecg-tune dashboard {s.sweep_dir}")
     from ecg_tune.tune.spaces import load_spec
     from ecg_tune.tune.sweep import print_leaderboard, run_sweep
 
@@ -337,7 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite in the sweep folder)")
     p.add_argument("--optuna-storage", default=None, help="Optuna RDB URL, e.g. postgresql://...")
     p.add_argument("--num-samples", type=int, default=None, help="trials (default budget.trials; at most 10000)")
+    p.add_argument("--warm-from", default=None, metavar="OLD_SWEEP",
+                   help="seed the study with the finished trials of an earlier sweep (folder or name)")
+    p.add_argument("--warm-map", action="append", metavar="OLD=NEW",
+                   help="with --warm-from: rename an earlier sweep's parameter (repeatable)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's study (while it runs and after)")
+    p.add_argument("sweep", help="sweep folder or name")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--storage", default=None)
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("resume", help="continue an interrupted sweep")
     p.add_argument("sweep", help="sweep folder or name")
@@ -347,19 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="synthetic data → shards → a small sweep → leaderboard")
     p.add_argument("--out", default="quickstart-output")
-    p.add_argument("--warm-from", default=None, metavar="OLD_SWEEP",
-                   help="seed the study with the finished trials of an earlier sweep (folder or name)")
-    p.add_argument("--warm-map", action="append", metavar="OLD=NEW",
-                   help="with --warm-from: rename an earlier sweep's parameter (repeatable)")
     p.add_argument("--records", type=int, default=1200)
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's study (while it runs and after)")
-    p.add_argument("sweep", help="sweep folder or name")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--storage", default=None)
-    p.set_defaults(func=cmd_dashboard)
-
     p.add_argument("--space", default=None)
     p.set_defaults(func=cmd_quickstart)
 
