@@ -34,6 +34,12 @@ from ecg_tune.ssl.pretrain import run_pretraining
 
 def _row(name: str, result: Any, seconds: float) -> list[str]:
     lo, hi = result.test_ci
+    row = _cells(name, result, seconds, lo, hi)
+    print(" | ".join(row), flush=True)  # as it comes: the whole run takes tens of minutes on 2 cores
+    return row
+
+
+def _cells(name: str, result: Any, seconds: float, lo: float, hi: float) -> list[str]:
     return [name, result.label_set, f"{result.n_classes - len(result.absent_classes)}/{result.n_classes}",
             f"{result.test_auc:.3f} [{lo:.3f}, {hi:.3f}]", f"{result.test_auprc:.3f}", str(result.selected_epoch),
             f"{seconds:.0f}", "; ".join(result.warnings) or "-"]
@@ -77,6 +83,7 @@ def main() -> None:
             t = time.perf_counter()
             auc = logistic(data, label_set)
             rows.append(["  sklearn logistic regression, same features", label_set, "", f"{auc:.3f}", "", "", f"{time.perf_counter() - t:.0f}", "-"])
+            print(" | ".join(rows[-1]), flush=True)
         t = time.perf_counter()
         sup = supervised("xresnet1d50", {}, data, label_set="superdiagnostic", eval_cfg=EvalConfig(finetune_epochs=8), seed=0)
         rows.append(_row("supervised xresnet1d50 (8 epochs)", sup, time.perf_counter() - t))

@@ -40,7 +40,7 @@ def sample(ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bench.ingest_sample(ptbxl_root, tmp_path_factory.mktemp("ptbxl") / "shards")
 
 
-# docs/benchmarks.md section 9: at 6 epochs mae, jepa and cpc-s4 were 0.026-0.041 below their
+# docs/benchmarks.md section 10: at 6 epochs mae, jepa and cpc-s4 were 0.026-0.041 below their
 # random-init copy, and at this test's 2 epochs cmsc was 0.023 below (all inside the CIs; no collapse or
 # leakage found), so issue #16's 0.02 criterion is NOT met on this sample and stays open. What this test
 # guards is that pretraining does not break an encoder: a pretrained encoder more than GUARD below its
