@@ -15,6 +15,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,6 +499,23 @@ def test_importance_from_rebuilt_study(search: Built) -> None:
     assert "method.temperature" not in set(imp["param"])  # branch-specific: not in every trial
     assert imp["importance"].sum() == pytest.approx(1.0, abs=1e-6)
     assert (imp["importance"] >= 0).all()
+    page = (search.out / "index.html").read_text()
+    assert re.search(r"fANOVA over \d+ complete trials \(shown from \d+ complete trials on\)", page)
+
+
+def test_redirected_report_output_is_not_wrapped_at_80_columns(monkeypatch) -> None:
+    import io
+
+    from ecg_tune.tune.report.build import _console
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert _console().width == 200
+
+
+def test_wide_tables_scroll_instead_of_being_cut_off() -> None:
+    from ecg_tune.tune.report.html_page import _CSS
+
+    assert re.search(r"\.scroll \{[^}]*overflow-x: auto", _CSS) and "white-space: normal" in _CSS
 
 
 def test_space_distributions_and_subset_flags(search: Built) -> None:

@@ -148,7 +148,7 @@ def build_report(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     html_path = out / "index.html"
     html_path.write_text(page(f"ecg-tune report: {rec.name}", _meta(rec), rec.notes, sections))
-    _print(rec, board, ablation, paper, console or Console(file=sys.stdout), paired=paired, randoms=randoms)
+    _print(rec, board, ablation, paper, console or _console(), paired=paired, randoms=randoms)
     _log_artifacts(rec, out)
     return html_path
 
@@ -196,9 +196,9 @@ def _plots(rec: SweepRecord, out: Path, sections: list[Section]) -> list[Path]:
     importances, note = param_importances(rec)
     if importances:
         safe_frame(pd.DataFrame({"param": list(importances), "importance": list(importances.values())})).to_csv(out / "importance.csv", index=False)
-        png = plot_importance(importances, out / "importance.png")
+        png = plot_importance(importances, out / "importance.png", basis=note)
         if png:
-            body.append(image_html(png, "hyperparameter importance"))
+            body.append(image_html(png, f"hyperparameter importance: {note}"))
     elif note:
         rec.notes.append(note)
     learning = plot_learning_curves(rec, out / "learning_curves.png")
@@ -279,6 +279,13 @@ def _caveats_html(paper: pd.DataFrame) -> str:
     items = [f"<li><b>{html.escape(r)}</b>: {html.escape(c)}</li>" for r, c in zip(paper["row"], paper["differs_from_paper"]) if c]
     return ("<p><b>How each compared run differs from the paper's setting</b> (the published numbers are for the "
             f"paper's setting; a difference here can explain a gap):</p><ul class=\"caveats\">{''.join(items)}</ul>") if items else ""
+
+
+def _console() -> Console:
+    """The terminal's width on a terminal; redirected output (a file, a pipe, CI logs) is not wrapped
+    into 80-column fragments: tables get 200 columns."""
+    term = Console(file=sys.stdout)
+    return term if term.is_terminal else Console(file=sys.stdout, width=200)
 
 
 def _print(rec: SweepRecord, board: pd.DataFrame, ablation: pd.DataFrame, paper: pd.DataFrame, console: Console,

@@ -23,8 +23,10 @@ body { font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 table.data { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0; }
 table.data th, table.data td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
-table.data th { background: #f0f0f0; }
-.scroll { overflow-x: auto; max-width: 100%; }
+table.data th { background: #f0f0f0; white-space: normal; min-width: 4em; max-width: 11em; vertical-align: bottom; }
+/* wide tables scroll sideways inside the page instead of being cut off at the window's edge */
+.scroll { display: block; overflow-x: auto; max-width: 100%; width: max-content; min-width: 0; }
+section, body { min-width: 0; overflow-wrap: anywhere; }
 .note { color: #8a5300; } .meta td { padding: 1px 10px 1px 0; font-size: 0.9em; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; display: block; }
 .source { font-size: 0.85em; color: #555; }

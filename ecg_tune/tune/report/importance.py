@@ -117,7 +117,8 @@ def rebuild_study(rec: SweepRecord) -> tuple[optuna.Study, dict[str, BaseDistrib
 
 
 def param_importances(rec: SweepRecord) -> tuple[dict[str, float] | None, str | None]:
-    """(importance per parameter, None) or (None, why importance was skipped)."""
+    """(importance per parameter, what it rests on) or (None, why importance was skipped: fewer than
+    MIN_TRIALS complete trials, nothing varies, a degenerate study)."""
     if rec.ablation is not None or not rec.space:
         return None, "hyperparameter importance skipped: no search space (an ablation grid or a missing sweep.yaml)"
     study, _ = rebuild_study(rec)
@@ -135,4 +136,5 @@ def param_importances(rec: SweepRecord) -> tuple[dict[str, float] | None, str | 
         )
     except Exception as exc:  # a degenerate study (e.g. constant objective) must not stop the report
         return None, f"hyperparameter importance failed: {exc}"
-    return {k: float(v) for k, v in imp.items()}, None
+    return {k: float(v) for k, v in imp.items()}, (f"fANOVA over {len(done)} complete trials "
+                                                  f"(shown from {MIN_TRIALS} complete trials on)")

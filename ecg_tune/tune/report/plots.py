@@ -126,7 +126,7 @@ def plot_parallel(rec: SweepRecord, path: Path, dists: dict[str, BaseDistributio
     return _save(fig, path)
 
 
-def plot_importance(importances: dict[str, float], path: Path) -> Path | None:
+def plot_importance(importances: dict[str, float], path: Path, basis: str | None = None) -> Path | None:
     if not importances:
         return None
     items = sorted(importances.items(), key=lambda kv: kv[1])
@@ -136,7 +136,7 @@ def plot_importance(importances: dict[str, float], path: Path) -> Path | None:
     for i, (_, v) in enumerate(items):
         ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
     ax.set_xlabel("importance (fANOVA, Optuna)")
-    ax.set_title("hyperparameter importance")
+    ax.set_title("hyperparameter importance" + (f"\n{basis}" if basis else ""), fontsize=10)
     return _save(fig, path)
 
 
