@@ -201,9 +201,20 @@ class Budget:
 
 @dataclass
 class Resources:
-    cpu: float = 1.0
+    cpu: float = 1.0  # with workers > 1: the trial's driver (it waits on the workers, trains nothing)
     gpu: float = 0.0
     custom: dict[str, float] = field(default_factory=dict)
+    workers: int = 1  # > 1: data-parallel Ray Train workers inside the trial (tune/multiworker.py)
+    cpu_per_worker: float = 1.0
+    gpu_per_worker: float = 0.0
+
+    def per_trial(self) -> dict[str, float]:
+        """Everything one trial holds while it runs (its driver and, with workers > 1, its workers)."""
+        need = {"CPU": self.cpu, "GPU": self.gpu, **self.custom}
+        if self.workers > 1:
+            need["CPU"] += self.workers * self.cpu_per_worker
+            need["GPU"] += self.workers * self.gpu_per_worker
+        return need
 
 
 @dataclass

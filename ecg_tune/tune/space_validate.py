@@ -16,6 +16,7 @@ from ecg_tune.tune.space_schema import (
     FloatParam,
     IntParam,
     Node,
+    Resources,
     SweepSpec,
 )
 
@@ -105,8 +106,34 @@ def check_search_goals(spec: SweepSpec) -> None:
                                                  "every trial it starts with (use budget.time_budget_s)")
 
 
+def check_workers(res: Resources, written: dict[str, Any]) -> None:
+    """`resources.workers` > 1: a data-parallel trial (Ray Train workers inside the Tune trial)."""
+    if res.workers < 1:
+        raise ConfigError("resources.workers", f"must be at least 1, got {res.workers}")
+    if res.workers == 1:
+        for key in ("cpu_per_worker", "gpu_per_worker"):
+            if key in written:
+                raise ConfigError(f"resources.{key}", "only with resources.workers > 1 (a one-process trial "
+                                                      "takes resources.cpu and resources.gpu)")
+        return
+    if res.cpu_per_worker <= 0:
+        raise ConfigError("resources.cpu_per_worker", f"must be positive, got {res.cpu_per_worker:g}")
+    g = res.gpu_per_worker
+    if g < 0 or (g > 1 and not float(g).is_integer()):
+        raise ConfigError("resources.gpu_per_worker", f"must be a fraction up to 1 or a whole number, got {g:g}")
+    if res.gpu > 0:
+        raise ConfigError("resources.gpu", "with resources.workers > 1 the trial's own process only waits on its "
+                                           "workers: give GPUs per worker (resources.gpu_per_worker)")
+
+
 def validate(spec: SweepSpec) -> None:
     check_search_goals(spec)
+    from ecg_tune.plugins import SCHEDULERS
+
+    if spec.resources.workers > 1 and SCHEDULERS[spec.effective_scheduler].population:
+        raise ConfigError("resources.workers", "pbt exploits checkpoints between running trials, which a "
+                                               "multi-worker trial does not hand over: use workers: 1 with pbt, "
+                                               "or asha/fifo with workers > 1")
     fixed = spec.fixed_flat()
     for key in spec.fixed:
         try:

@@ -50,7 +50,7 @@ from ecg_tune.tune.space_schema import (
     trial_config,
     unwrap,
 )
-from ecg_tune.tune.space_validate import validate, validate_flat
+from ecg_tune.tune.space_validate import check_workers, validate, validate_flat
 
 __all__ = [
     "GRID_KEY", "MAX_CONCURRENT", "MAX_EPOCHS", "MAX_TRIALS", "OBJECTIVE_METRICS", "Ablation", "BranchParam",
@@ -202,13 +202,17 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
     spec.budget = b
 
     res = _require_mapping("resources", doc.get("resources", {}))
-    _check_keys("resources", res, {"cpu", "gpu", "custom"})
+    _check_keys("resources", res, {"cpu", "gpu", "custom", "workers", "cpu_per_worker", "gpu_per_worker"})
     _require_mapping("resources.custom", res.get("custom", {}))
     spec.resources = Resources(
         cpu=_number("resources.cpu", res.get("cpu", 1.0)),
         gpu=_number("resources.gpu", res.get("gpu", 0.0)),
         custom={str(k): _number(f"resources.custom.{k}", v) for k, v in res.get("custom", {}).items()},
+        workers=_number("resources.workers", res.get("workers", 1), int),
+        cpu_per_worker=_number("resources.cpu_per_worker", res.get("cpu_per_worker", 1.0)),
+        gpu_per_worker=_number("resources.gpu_per_worker", res.get("gpu_per_worker", 0.0)),
     )
+    check_workers(spec.resources, res)
     if spec.resources.cpu <= 0 or spec.resources.gpu < 0:
         raise ConfigError("resources", "cpu must be positive and gpu non-negative")
     if spec.resources.gpu > 1:
