@@ -1,0 +1,112 @@
+"""A real two-objective sweep on synthetic data with a device-hour budget, then `ecg-tune dashboard` on it
+(issue #18 B). Starts Ray: slow, with a timeout, and kills the process groups it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+
+
+def _space(tmp: Path, shards: Path) -> Path:
+    doc = {
+        "name": "goals",
+        "data": {"pretrain": [str(shards)], "downstream": str(shards)},
+        "objective": {"metric": ["probe_auc", "device_hours"], "mode": ["max", "min"],
+                      "constraints": {"params": {"max": 10_000_000}}},
+        # Each trial holds 1 CPU for ~10 s: the budget is spent after about two of the six trials.
+        "budget": {"trials": 6, "max_epochs": 1, "grace_period": 1, "max_concurrent": 1, "device_hours": 0.004},
+        "resources": {"cpu": 1},
+        "scheduler": "fifo",
+        "searcher": {"sampler": "tpe", "seed": 0, "n_startup_trials": 2},
+        "fixed": {"encoder.name": "xresnet1d50", "encoder.width": 8, "train.batch_size": 32,
+                  "evaluation.probe_epochs": 3, "evaluation.protocols": "linear", "evaluation.linear_epochs": 1,
+                  "evaluation.bootstrap": 20, "method.name": "simclr"},
+        "space": {"optim.lr": {"float": [1e-4, 1e-2], "log": True}},
+    }
+    path = tmp / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _run(args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", *args], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        _kill(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_objective_sweep_with_a_device_hour_budget_then_the_dashboard(tmp_path: Path) -> None:
+    import optuna
+
+    from ecg_tune.data.synthetic import write_synthetic
+
+    shards = tmp_path / "data"
+    write_synthetic(shards, n_records=200, seed=0)
+    res = _run(["sweep", str(_space(tmp_path, shards)), "--storage", str(tmp_path / "sweeps")], timeout=300)
+    assert res.returncode == 0, res.stdout[-4000:]
+    sweep = tmp_path / "sweeps" / "goals"
+    # One compact progress view, not Ray's tables; no ANSI codes in a pipe.
+    assert "sweep: trials" in res.stdout and "\x1b[" not in res.stdout
+    assert "Trial status" not in res.stdout
+    # The budget stopped launching trials; the ledger and the study say so.
+    study = optuna.load_study(study_name="goals", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert 1 <= len(study.trials) < 6, res.stdout[-3000:]
+    ledger = json.loads((sweep / "cost.json").read_text())
+    assert sum(ledger.values()) / 3600 >= 0.004
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert complete and all(len(t.values) == 2 and t.constraints.get("params", 1) <= 0 for t in complete)
+    # The leaderboard marks the Pareto front and shows what trials cost.
+    assert "◆" in res.stdout and "device_hours" in res.stdout
+
+    port = _free_port()
+    dash = subprocess.Popen([sys.executable, "-m", "ecg_tune.cli", "dashboard", str(sweep), "--port", str(port)],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline, body = time.monotonic() + 60, None
+        while time.monotonic() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                assert dash.poll() is None, dash.stdout.read() if dash.stdout else ""
+                time.sleep(0.5)
+        assert body is not None, "the dashboard never answered"
+        (entry,) = [s for s in body["study_summaries"] if s["study_name"] == "goals"]
+        study_id = entry["study_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=10) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == len(study.trials)
+    finally:
+        _kill(dash)
