@@ -6,7 +6,8 @@ holds a few bytes per record. Signals are read one row group at a time (`Parquet
 from any `pyarrow.fs` file system: a local folder, a shared file system, or `s3://` / `gs://` URIs
 (credentials come from the environment as pyarrow reads them, e.g. `AWS_ACCESS_KEY_ID`; a URI that
 carries a key is refused, because data paths are written into configs, checkpoints and sweep folders).
-With a `ShardCache`, remote shards are copied to local disk on first use and read from there after.
+With a `ShardCache`, remote shards are copied to local disk on first use, and every shard is decoded once
+into a raw int16 file there that later reads memory-map (no decompression after the first epoch).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +61,7 @@ class StreamCorpus:
         self.leaked = leaked  # bool (n_records,): copies of held-out downstream records
         self.cache = cache
         self.remote = not isinstance(filesystem, pafs.LocalFileSystem)
+        self._shard_first = np.concatenate([[0], np.cumsum([int(e["rows"]) for e in manifest.shards])]).astype(np.int64)
 
     def __repr__(self) -> str:
         return f"StreamCorpus({self.uri!r}, {len(self)} records, {len(self.groups)} row groups)"
@@ -132,7 +135,34 @@ class StreamCorpus:
         return f"{self.uri.rstrip('/')}/{self.manifest.shards[shard]['file']}"
 
     def read_group(self, group: RowGroup) -> tuple[np.ndarray, np.ndarray]:
-        """Signals of one row group: (int16 (samples, leads) rows back to back, int64 first row of each record)."""
+        """Signals of one row group: (int16 (samples, leads) rows back to back, int64 first row of each record).
+
+        With a cache, the rows are a read-only memory map of the shard's decoded file (decoded on first
+        use); without one, the row group is read and decoded from the shard.
+        """
+        if self.cache is None:
+            return self._read_parquet(group)
+        entry, n_leads = self.manifest.shards[group.shard], len(self.lead_names)
+        lo = self._shard_first[group.shard]
+        shard_lengths = self.lengths[lo : lo + int(entry["rows"])]
+        path = self.cache.decoded(entry["sha256"], int(shard_lengths.sum()) * n_leads * 2,
+                                  lambda out: self._decode_shard(group.shard, out), self.shard_uri(group.shard))
+        rows = self.lengths[group.first : group.first + group.rows]
+        row_start = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+        count = int(rows.sum())
+        if count == 0:
+            return np.zeros((0, n_leads), np.int16), row_start
+        before = int(self.lengths[lo : group.first].sum())
+        data = np.memmap(path, dtype="<i2", mode="r", offset=before * n_leads * 2, shape=(count, n_leads))
+        return data, row_start
+
+    def _decode_shard(self, shard: int, out: BinaryIO) -> None:
+        for group in self.groups:
+            if group.shard == shard:
+                data, _ = self._read_parquet(group)
+                out.write(np.ascontiguousarray(data, dtype="<i2").data)
+
+    def _read_parquet(self, group: RowGroup) -> tuple[np.ndarray, np.ndarray]:
         entry = self.manifest.shards[group.shard]
         where = self.shard_uri(group.shard)
         filesystem, path = self.filesystem, f"{self.base}/{entry['file']}"
@@ -154,8 +184,9 @@ class StreamCorpus:
         if n != group.rows or not np.array_equal(np.diff(offsets), expected):
             raise DatasetError(f"{where}: row group {group.group}: signal sizes do not match n_samples x {n_leads} leads")
         values = chunk.buffers()[2]
-        data = np.frombuffer(values, dtype="<i2", count=int(offsets[-1]) // 2).reshape(-1, n_leads)
-        return data, offsets[:-1] // (2 * n_leads)
+        data = np.frombuffer(values, dtype="<i2", count=(int(offsets[-1]) - int(offsets[0])) // 2,
+                             offset=int(offsets[0])).reshape(-1, n_leads)
+        return data, (offsets[:-1] - offsets[0]) // (2 * n_leads)
 
 
 def _filesystem(text: str) -> tuple[pafs.FileSystem, str]:

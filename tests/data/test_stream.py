@@ -1,5 +1,6 @@
 """Streaming shards (data/stream.py): exactly once per epoch across ranks x workers, seeded order,
-resume mid-epoch, S3 (a real S3-compatible server on 127.0.0.1) = local, a verified shard cache,
+resume mid-epoch, S3 (a real S3-compatible server on 127.0.0.1) = local, a verified shard cache, a
+decoded (int16) cache = the shards,
 mixed corpora by weight, and peak memory that does not grow with the corpus."""
 
 from __future__ import annotations
@@ -169,6 +170,20 @@ def test_cache_refuses_a_shard_whose_hash_differs(corpus: Path, tmp_path: Path) 
     with pytest.raises(DatasetError, match="sha256 does not match"):
         ShardCache(tmp_path).local(pafs.LocalFileSystem(), str(shard), "0" * 64, str(shard))
     assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_decoded_cache_streams_the_same_batches_as_the_shards(corpus: Path, tmp_path: Path) -> None:
+    part, plain = Part(), StreamSource([StreamCorpus.open(corpus)], buffer=30)
+    cached = StreamSource([StreamCorpus.open(corpus, cache=ShardCache(tmp_path))], buffer=30)
+    for epoch in (0, 1):  # epoch 0 decodes the shards into the cache, epoch 1 memory-maps them
+        assert all(np.array_equal(a, b) for a, b in zip(all_batches(plain, part, epoch),
+                                                        all_batches(cached, part, epoch), strict=True))
+    decoded = sorted(tmp_path.rglob("*.i16le"))
+    assert len(decoded) == 8 and not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.parquet"))
+    assert sum(f.stat().st_size for f in decoded) == open_dataset(corpus).store.data.nbytes
+    decoded[0].write_bytes(b"\0" * 10)  # a wrong size is never served: decoded again
+    assert all(np.array_equal(a, b) for a, b in zip(all_batches(plain, part, 2), all_batches(cached, part, 2), strict=True))
+    assert sum(f.stat().st_size for f in decoded) == open_dataset(corpus).store.data.nbytes
 
 
 PEAK_RSS = textwrap.dedent("""
