@@ -37,9 +37,9 @@ def log_dataset_inputs(client: Any, run_id: str, data_obj: Any, digests: dict[st
     inputs = []
     for path, ds in data_obj.datasets.items():
         roles = [r for r, on in (("pretrain", path in pretrain), ("downstream", path == downstream)) if on]
-        manifest = getattr(ds, "manifest", {}) or {}
+        manifest = getattr(ds, "manifest", None)
         profile = {"records": int(len(ds.records)), "fs": float(ds.fs), "leads": list(ds.lead_names),
-                   "source": manifest.get("source"), "source_version": manifest.get("source_version")}
+                   "source": getattr(manifest, "source", None), "source_version": getattr(manifest, "source_version", None)}
         entity = Dataset(name=Path(path.rstrip("/")).name or path, digest=digests.get(path, "")[:36] or "unknown",
                          source_type="local" if "://" not in path else path.split("://")[0],
                          source=json.dumps({"uri": path}), profile=json.dumps(profile))
