@@ -218,8 +218,11 @@ def _where_to_look(result: Any) -> None:
     print(f"\nsweep folder:   {s.sweep_dir}")
     print(f"MLflow:         mlflow ui --backend-store-uri {s.tracking_uri}" if s.tracking_uri.startswith("sqlite")
           else f"MLflow:         {s.tracking_uri}")
+    # MLflow 3.17's UI opens every experiment in its GenAI view unless the browser chose "Model training"
+    print(f"                then open /#/experiments/{s.experiment_id}?workflowType=machine_learning (training runs)")
     if result.best_model_uri:
-        print(f"best encoder:   {result.best_model_uri}  (mlflow.pytorch.load_model)")
+        print(f"best encoder:   {result.best_model_uri}  (mlflow.pytorch.load_model; alias @champion)")
+    print(f"load it with:   export MLFLOW_TRACKING_URI={s.tracking_uri}   # or mlflow.set_tracking_uri(\"{s.tracking_uri}\")")
     print(f"report:         ecg-tune report {s.sweep_dir}")
     print(f"resume:         ecg-tune resume {s.sweep_dir}")
     if getattr(s, "optuna_storage", None):
