@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ecg_tune.data.stream_corpus import RowGroup, StreamCorpus
 from ecg_tune.data.windows import random_starts
@@ -68,20 +69,25 @@ def shuffle_order(n: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
     refills it with the next position. So position order[t] < buffer + t: a reader needs at most
     `buffer` items it has read but not yet emitted.
     """
-    out = np.empty(n, dtype=np.int64)
-    slots = list(range(min(max(buffer, 1), n)))
-    draws = rng.random(n)
-    incoming = len(slots)
-    for t in range(n):
-        j = int(draws[t] * len(slots))
-        out[t] = slots[j]
-        if incoming < n:
-            slots[j] = incoming
-            incoming += 1
-        else:
-            slots[j] = slots[-1]
-            slots.pop()
-    return out
+    size = min(max(buffer, 1), n)
+    slots = list(range(size))
+    # The buffer holds `size` slots until the positions run out, then one fewer per step; the slot
+    # drawn at step t is int(draw x occupancy), computed for all steps at once (the same doubles).
+    occupancy = np.minimum(size, n - np.arange(n, dtype=np.int64)).astype(np.float64)
+    picks = (rng.random(n) * occupancy).astype(np.int64).tolist()
+    out: list[int] = []
+    emit = out.append
+    refill = n - size
+    for t in range(refill):  # each emitted slot is refilled with the next position
+        j = picks[t]
+        emit(slots[j])
+        slots[j] = size + t
+    for t in range(refill, n):  # no positions left: the last slot moves into the emptied one
+        j = picks[t]
+        emit(slots[j])
+        slots[j] = slots[-1]
+        slots.pop()
+    return np.asarray(out, dtype=np.int64)
 
 
 @dataclass
@@ -113,8 +119,9 @@ class _CorpusReader:
         self.next_piece = next((i for i, p in enumerate(pieces) if p.pos + p.row_hi - p.row_lo > first), len(pieces))
         self.loaded_upto = pieces[self.next_piece].pos if self.next_piece < len(pieces) else n
         w, leads = stream.window, len(self.corpus.lead_names)
-        self.pool = np.empty((0, w, leads), dtype=np.int16)
-        self.free: list[int] = []
+        # The window pool of the previous epoch is reused (its pages are already mapped).
+        self.pool = stream.pools.pop(c, np.empty((0, w, leads), dtype=np.int16))
+        self.free: list[int] = list(range(len(self.pool) - 1, -1, -1))
         self.pending: list[tuple[_Piece, Future[tuple[np.ndarray, np.ndarray]]]] = []
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecg-stream")
         self._submit()
@@ -123,6 +130,7 @@ class _CorpusReader:
         for _, f in self.pending:
             f.cancel()
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.stream.pools[self.c] = self.pool
 
     def _submit(self) -> None:
         while len(self.pending) < _PREFETCH and self.next_piece < len(self.pieces):
@@ -142,8 +150,11 @@ class _CorpusReader:
         if len(rows) == 0:
             return positions[keep], np.empty((0, s.window, len(self.corpus.lead_names)), np.int16)
         data, row_start = self.corpus.read_group(g)
-        index = (row_start[rows] + starts)[:, None] + np.arange(s.window)
-        return positions[keep], data[index]
+        # Every window is `window` consecutive rows: index a (rows - window + 1, window, leads) view of
+        # them with one first row per window (a block copy per window, ~10x a per-sample gather).
+        view = as_strided(data, shape=(data.shape[0] - s.window + 1, s.window, data.shape[1]),
+                          strides=(data.strides[0], data.strides[0], data.strides[1]), writeable=False)
+        return positions[keep], view[row_start[rows] + starts]
 
     def _load_next(self) -> None:
         piece, future = self.pending.pop(0)
@@ -169,7 +180,7 @@ class _CorpusReader:
         while int(pos.max()) >= self.loaded_upto:
             self._load_next()
         slots = self.slot_of[pos]
-        out[:] = self.pool[slots]
+        np.take(self.pool, slots, axis=0, out=out)
         self.free.extend(slots.tolist())
 
 
@@ -181,6 +192,7 @@ class PartStream:
         if batch_size < 1:
             raise ConfigError("train.batch_size", f"must be positive, got {batch_size}")
         self.source, self.part, self.window, self.batch_size, self.seed = source, part, int(window), int(batch_size), int(seed)
+        self.pools: dict[int, np.ndarray] = {}  # per corpus: window slots kept between epochs
         usable = source.usable_counts(self.window)
         self.usable = usable
         total = int(epoch_records) if epoch_records > 0 else int(sum(usable))
