@@ -4,6 +4,10 @@
 signal read) exceeds `data.memory_budget_gb` (0: a quarter of this node's RAM, below Ray's default
 object store share of 30 %), and the decision comes with a one-line reason that the caller logs and
 records. Downstream (PTB-XL-size) datasets are always opened in memory by their users.
+
+`StreamDataset` is how a sweep driver holds a pretraining corpus of a `data.mode: stream` sweep: the
+manifest and the per-record metadata (no signal column is read), enough for its checks, manifest
+digests and MLflow inputs (leakage exclusions included), while its trials stream the shards.
 """
 
 from __future__ import annotations
@@ -11,14 +15,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ecg_tune.config import DataConfig
 from ecg_tune.data.shard_cache import ShardCache
 from ecg_tune.data.stream import Part, StreamSource
 from ecg_tune.data.stream_corpus import StreamCorpus
-from ecg_tune.errors import ConfigError
+from ecg_tune.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "memory", "stream")
@@ -72,3 +80,47 @@ def stream_source(
     part = part or Part(num_workers=max(1, data.stream_workers))
     source = StreamSource(corpora, keep=keep, weights=data.pretrain_weights, buffer=data.shuffle_buffer, part=part)
     return source, excluded
+
+
+class StreamDataset:
+    """A corpus opened for streaming as a sweep driver needs it: metadata, no signals, no store."""
+
+    def __init__(self, corpus: StreamCorpus, records: pd.DataFrame):
+        self.corpus, self.records, self.manifest = corpus, records, corpus.manifest
+        # A local folder: the path whose manifest.json pins the data (resume digests); remote: the URI.
+        self.path = corpus.uri if corpus.remote else Path(corpus.base)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"StreamDataset({self.corpus.uri!r}, {len(self)} records, signals not loaded)"
+
+    @property
+    def lead_names(self) -> tuple[str, ...]:
+        return self.corpus.lead_names
+
+    @property
+    def fs(self) -> float:
+        return self.corpus.fs
+
+    @property
+    def store(self) -> None:
+        raise DatasetError(f"{self.corpus.uri} is opened for streaming (data.mode: stream): it has no in-memory store")
+
+
+def open_stream_dataset(uri: str) -> StreamDataset:
+    """`uri`'s manifest and record metadata (every column but `signal`), read shard by shard."""
+    from ecg_tune.data.dataset import _records_frame
+
+    corpus = StreamCorpus.open(uri)
+    tables = []
+    for shard in range(len(corpus.manifest.shards)):
+        entry = corpus.manifest.shards[shard]
+        try:
+            with corpus.filesystem.open_input_file(f"{corpus.base}/{entry['file']}") as f:
+                pf = pq.ParquetFile(f)
+                tables.append(pf.read(columns=[n for n in pf.schema_arrow.names if n != "signal"]))
+        except (pa.ArrowException, OSError) as e:
+            raise DatasetError(f"{corpus.shard_uri(shard)}: not a readable Parquet shard ({e})") from None
+    return StreamDataset(corpus, _records_frame(pa.concat_tables(tables) if tables else None, corpus.manifest))

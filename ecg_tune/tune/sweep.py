@@ -132,13 +132,24 @@ def dataset_paths(spec: SweepSpec) -> list[str]:
 
 
 def _open_data(paths: list[str], sweep_dir: str, spec: SweepSpec) -> Any:
-    from ecg_tune.data import open_dataset
     from ecg_tune.plugins import SCHEDULERS
     from ecg_tune.tune.trainable import SweepData
 
     # PBT changes these during a trial; MLflow params cannot change, so trials report them as metrics.
     mutated = SCHEDULERS[spec.effective_scheduler].mutated_keys(spec)
-    return SweepData({p: open_dataset(p) for p in paths}, sweep_dir=sweep_dir, report_config=mutated)
+    return SweepData({p: _open_one(p, spec) for p in paths}, sweep_dir=sweep_dir, report_config=mutated)
+
+
+def _open_one(path: str, spec: SweepSpec) -> Any:
+    """In memory; with `data.mode: stream` the trials stream the pretraining corpora, so the driver
+    holds only their metadata (the downstream dataset stays in memory, trials share it)."""
+    from ecg_tune.data import open_dataset
+    from ecg_tune.data.stream_mode import open_stream_dataset
+
+    fixed = spec.fixed_flat()
+    if fixed.get("data.mode") == "stream" and path != fixed.get("data.downstream"):
+        return open_stream_dataset(path)
+    return open_dataset(path)
 
 
 def run_sweep(
