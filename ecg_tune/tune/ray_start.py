@@ -106,6 +106,6 @@ def cluster_slots(spec: SweepSpec) -> int:
     import ray
 
     total = ray.cluster_resources()
-    need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu, **spec.resources.custom}
+    need = spec.resources.per_trial()  # with workers > 1: the driver and its workers
     fits = [total.get(name, 0.0) / amount for name, amount in need.items() if amount > 0]
     return int(min(fits) + 1e-9) if fits else 0

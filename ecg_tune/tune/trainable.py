@@ -155,19 +155,40 @@ def _protocol_metrics(name: str, result: Any) -> dict[str, float]:
     return out
 
 
-def train_trial(config: dict[str, Any], data: SweepData) -> None:
+class TuneSession:
+    """Where a one-process trial reports: Ray Tune's session. A multi-worker trial's workers use
+    tune/multiworker.py's WorkerSession instead (rank 0 probes, evaluates and writes; all report)."""
+
+    is_main, world_size = True, 1
+
+    def __init__(self) -> None:
+        ctx = tune.get_context()
+        resources = ctx.get_trial_resources().required_resources
+        self.trial_id, self.gpus = ctx.get_trial_id(), float(resources.get("GPU", 0))
+        self.cpus = max(1, int(resources.get("CPU", 1)))
+        self.device = _trial_device(self.gpus)
+
+    def get_checkpoint(self) -> Any:
+        return tune.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint_file: Path | None = None) -> None:
+        if checkpoint_file is None:
+            tune.report(metrics)
+        else:
+            _hand_to_ray(checkpoint_file, metrics)
+
+
+def train_trial(config: dict[str, Any], data: SweepData, session: Any = None) -> None:
     # Ray logs one INFO line per persisted checkpoint (every epoch of every trial) into the driver's
     # terminal; the trial's own events and MLflow say the same.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    ctx = tune.get_context()
-    resources = ctx.get_trial_resources().required_resources
-    cpus = max(1, int(resources.get("CPU", 1)))
+    sess = session or TuneSession()
+    cpus, trial_id, device = sess.cpus, sess.trial_id, sess.device
     torch.set_num_threads(cpus)  # Ray sets OMP_NUM_THREADS=1 per trial otherwise (platform notes §3.10)
-    device = _trial_device(float(resources.get("GPU", 0)))
 
     flat = trial_config(config)
     cfg = TrialConfig.from_flat(flat)
-    trial_dir = Path(data.sweep_dir) / "trials" / ctx.get_trial_id()
+    trial_dir = Path(data.sweep_dir) / "trials" / trial_id
     trial_dir.mkdir(parents=True, exist_ok=True)
     own_ckpt = trial_dir / "last.ckpt"
 
@@ -175,25 +196,26 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
     downstream = data.get(cfg.data.downstream) if cfg.data.downstream else None
     label_set = cfg.data.label_set
 
-    ray_ckpt = tune.get_checkpoint()
+    ray_ckpt = sess.get_checkpoint()
     # as_directory: a local checkpoint is used in place; a remote one is fetched and removed after.
     with ray_ckpt.as_directory() if ray_ckpt is not None else contextlib.nullcontext() as ray_dir:
         ray_path = Path(ray_dir) / TRAINER_FILE if ray_dir is not None else None
         ray_known = _read(ray_path)
-        chosen = _choose(own_ckpt, ray_known, cfg, ctx.get_trial_id())
+        chosen = _choose(own_ckpt, ray_known, cfg, trial_id)
         trainer = _build_trainer(cfg, pool, device, chosen)
         source = chosen.header if chosen is not None else {}
         resume_from = chosen.path if chosen is not None else None
         if ray_ckpt is not None and resume_from is not None and resume_from == ray_path:
             resume_from = Path(ray_ckpt.path) / TRAINER_FILE  # where it lives, for the event log
-    trainer.header[TRIAL_ID_KEY] = ctx.get_trial_id()
+    trainer.header[TRIAL_ID_KEY] = trial_id
     # Cost (tune/cost.py), reported with every result; a resumed trial goes on counting from its checkpoint.
-    meter = CostMeter(float(resources.get("GPU", 0)), cpus, source.get(COST_KEY))
+    meter = CostMeter(sess.gpus, cpus, source.get(COST_KEY))
     ray_epoch = int(ray_known.header.get("epoch", 0)) if ray_known is not None else 0
 
     # from_trial: whose weights these are (another trial's after a PBT exploit)
-    _event(trial_dir, "start", epoch=trainer.epoch, resumed_from=str(resume_from) if resume_from else None,
-           from_trial=source.get(TRIAL_ID_KEY), node=_node_id())
+    if sess.is_main:
+        _event(trial_dir, "start", epoch=trainer.epoch, resumed_from=str(resume_from) if resume_from else None,
+               from_trial=source.get(TRIAL_ID_KEY), node=_node_id(), world_size=sess.world_size)
     probe_auc = float("nan")
     state_file = trial_dir / "probe.json"
     if resume_from is not None:  # the probe value of the weights we continue survives restarts between probes
@@ -218,21 +240,21 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
         if ray_epoch < row.get("epoch", 0) and not (finished and row["epoch"] >= trainer.epoch):
             report = epoch_report(row, float(row.get("probe_auc", float("nan"))))
             if row["epoch"] == trainer.epoch:  # with the checkpoint it belongs to (a scheduler may pause)
-                _hand_to_ray(own_ckpt, report)  # (the file we continue from: no need to save it again)
+                sess.report(report, own_ckpt)  # (the file we continue from: no need to save it again)
             else:
-                tune.report(report)
+                sess.report(report)
     if finished:
         # Finished after Ray's last snapshot: Ray reruns it, so tell Ray the final result again.
         report = epoch_report(trainer.history[-1] if trainer.history else {})
-        report.update(_finish(trainer, cfg, downstream, trial_dir, device, reuse=True))
+        report.update(_finish(trainer, cfg, downstream, trial_dir, device, reuse=True) if sess.is_main else {})
         report[FULL_BUDGET_KEY] = 1.0
-        _report(trainer, own_ckpt, report)
+        _report(trainer, own_ckpt, report, sess)
         return
     while trainer.epoch < epochs:
         try:
             metrics = trainer.train_epoch()
         except TrainingDiverged as exc:
-            tune.report({
+            sess.report({
                 "epoch": trainer.epoch + 1, "probe_auc": 0.0 if math.isnan(probe_auc) else probe_auc,
                 "failure_reason": str(exc), "excluded_leakage": pool.excluded_leakage,
                 **meter.metrics(trainer.method.encoder),
@@ -240,7 +262,7 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
             return
         epoch = trainer.epoch
         last = epoch == epochs
-        if downstream is not None and (epoch % max(1, cfg.evaluation.probe_every) == 0 or last):
+        if downstream is not None and sess.is_main and (epoch % max(1, cfg.evaluation.probe_every) == 0 or last):
             # A compiled encoder would recompile for eval mode and every new batch shape: probe a copy
             # (deepcopy of an in-place compiled module is a plain one).
             encoder = copy.deepcopy(trainer.method.encoder) if cfg.train.compile else trainer.method.encoder
@@ -254,16 +276,16 @@ def train_trial(config: dict[str, Any], data: SweepData) -> None:
         report = epoch_report(metrics)
         trainer.header[PROBE_KEY] = probe_auc
         if last:
-            report.update(_finish(trainer, cfg, downstream, trial_dir, device))
+            report.update(_finish(trainer, cfg, downstream, trial_dir, device) if sess.is_main else {})
             report[FULL_BUDGET_KEY] = 1.0
-        _report(trainer, own_ckpt, report)
+        _report(trainer, own_ckpt, report, sess)
 
 
-def _report(trainer: Trainer, own_ckpt: Path, report: dict[str, Any]) -> None:
+def _report(trainer: Trainer, own_ckpt: Path, report: dict[str, Any], sess: Any) -> None:
     # Our own copy first: it is what a restarted trial resumes from after a driver crash. Ray's copy
-    # is the same bytes (one serialisation and digest per epoch, not two).
+    # is the same bytes (one serialisation and digest per epoch, not two). (All ranks: save gathers.)
     trainer.save(own_ckpt)
-    _hand_to_ray(own_ckpt, report)
+    sess.report(report, own_ckpt)
 
 
 def _hand_to_ray(own_ckpt: Path, report: dict[str, Any]) -> None:

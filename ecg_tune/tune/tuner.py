@@ -21,6 +21,10 @@ def trainable(spec: SweepSpec, data: Any) -> Any:
 
     from ecg_tune.tune.trainable import train_trial
 
+    if spec.resources.workers > 1:  # data-parallel trials: a driver + Ray Train workers (tune/multiworker.py)
+        from ecg_tune.tune.multiworker import trial_trainable
+
+        return trial_trainable(spec.resources, data)
     resources: dict[str, float] = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu, **spec.resources.custom}
     return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
 
@@ -84,7 +88,9 @@ def build_tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples
         time_budget_s=spec.budget.time_budget_s,
         trial_dirname_creator=short_trial_name,
         trial_name_creator=short_trial_name,
-        reuse_actors=True,  # trial overhead ~0.3 s instead of ~3 s: no new process + torch import per trial
+        # Trial overhead ~0.3 s instead of ~3 s: no new process + torch import per trial. Not with workers:
+        # a trial's Train run (its controller, workers, placement group) ends with its driver's process.
+        reuse_actors=spec.resources.workers == 1,
     )
     run_config = tune.RunConfig(
         name=spec.name,

@@ -3,6 +3,11 @@ whose trials each train on two Ray Train workers."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from ecg_tune.errors import ConfigError
@@ -38,3 +43,50 @@ def test_pbt_with_several_workers_is_refused() -> None:
 
     assert error_key({**SPEC, "scheduler": "pbt", "resources": {"workers": 2}}) == "resources.workers"
     assert spec_of({**SPEC, "scheduler": "pbt", "resources": {"workers": 1}}).resources.workers == 1
+
+
+def _sweep_in_subprocess(tmp_path: Path, space: Path, num_cpus: int) -> tuple[int, str]:
+    """`ecg-tune sweep` in a process of its own whose local Ray has `num_cpus` CPUs (each trial holds its
+    driver's CPU and its workers': more than this 2-core machine has, so Ray is told so)."""
+    script = tmp_path / "run_sweep.py"
+    script.write_text(
+        "import sys, ray\n"
+        f"ray.init(address='local', num_cpus={num_cpus}, include_dashboard=False)\n"
+        "from ecg_tune.cli import main\n"
+        f"sys.exit(main(['sweep', {str(space)!r}, '--storage', {str(tmp_path / 'sweeps')!r}]))\n")
+    return _run_script(script)
+
+
+def _run_script(script: Path) -> tuple[int, str]:
+    from tests.tune.test_faults import ENV, finish
+
+    log = script.with_suffix(".log")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, str(script)], env=ENV, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    code = finish(proc, 600)
+    return code, log.read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_sweep_trials_train_on_two_workers_each(tmp_path: Path) -> None:
+    from ecg_tune.data.synthetic import write_synthetic
+    from tests.tune.test_faults import events, tiny_doc, write_yaml
+
+    data = tmp_path / "data"
+    write_synthetic(data, n_records=160, seed=0)
+    doc = tiny_doc(data, name="mw", budget={"trials": 2, "max_epochs": 2, "max_concurrent": 2},
+                   resources={"cpu": 1, "workers": 2, "cpu_per_worker": 1})
+    doc["fixed"].update({"train.batch_size": 16, "train.steps_per_epoch": 2, "data.max_pretrain_records": 80})
+    code, log = _sweep_in_subprocess(tmp_path, write_yaml(tmp_path / "space.yaml", doc), num_cpus=6)
+    assert code == 0, log[-5000:]
+    sweep_dir = tmp_path / "sweeps" / "mw"
+    evs = events(sweep_dir)
+    assert len(evs) == 2, evs
+    for trial_id, rows in evs.items():
+        starts = [e for e in rows if e["event"] == "start"]
+        assert len(starts) == 1 and starts[0]["world_size"] == 2, rows  # written once, by rank 0 of 2
+        results = [json.loads(line) for line in (sweep_dir / f"trial_{trial_id}" / "result.json").read_text().splitlines()]
+        assert [r["epoch"] for r in results] == [1, 2]  # one result per epoch, not one per worker
+        assert "linear.test_auc" in results[-1] and results[-1]["probe_auc"] == results[-1]["probe_auc"]  # not NaN
+        assert (sweep_dir / "trials" / trial_id / "last.ckpt").is_file()
