@@ -273,6 +273,7 @@ def train_trial(config: dict[str, Any], data: SweepData, session: Any = None) ->
             )
             state_file.write_text(json.dumps({"probe_auc": probe_auc, "epoch": epoch}))
         metrics["probe_auc"] = probe_auc  # kept in the trainer's history (checkpointed) for a later replay
+        metrics.update(meter.metrics(trainer.method.encoder))  # so is the cost as it was at this epoch
         report = epoch_report(metrics)
         trainer.header[PROBE_KEY] = probe_auc
         if last:

@@ -174,6 +174,12 @@ def test_a_trial_restarted_ahead_of_rays_checkpoint_replays_the_epochs_ray_never
     # and 3 again exactly as the dead driver missed them, the last with its checkpoint, then goes on.
     assert [r["epoch"] for r in second.reports] == [2, 3, 4]
     assert second.reports[0] == lost[0]
-    assert 0.0 < second.reports[1]["probe_auc"] < 1.0 and second.reports[1]["probe_auc"] != second.reports[0]["probe_auc"]
     assert second.checkpoints[0] is None and second.checkpoints[1] is not None
-    assert load_checkpoint(Path(second.checkpoints[1].path) / trainable.TRAINER_FILE).header["epoch"] == 3
+    ckpt = load_checkpoint(Path(second.checkpoints[1].path) / trainable.TRAINER_FILE)
+    assert ckpt.header["epoch"] == 3
+    # Epoch 3's replayed probe is the one computed at epoch 3 (kept in the checkpointed history), not a
+    # stale value: with 60 records two epochs may well tie, so compare with the record, not epoch 2.
+    history = {int(row["epoch"]): row for row in ckpt.states["trainer"]["history"]}
+    assert 0.0 < second.reports[1]["probe_auc"] < 1.0
+    assert second.reports[1]["probe_auc"] == history[3]["probe_auc"]
+    assert second.reports[1]["device_seconds"] == history[3]["device_seconds"]  # the cost as it was
