@@ -13,8 +13,10 @@ batches already taken. Mixed corpora are interleaved by weights: each part draws
 The window of a record is cut as soon as its row group is read (start from `data.windows.random_starts`
 seeded with `[seed, epoch, corpus, pass, shard, group]`, the same in every part and after a resume),
 so the buffer holds int16 windows, not records: memory is (buffer + one batch + a row group or two)
-windows plus the row groups being decoded, whatever the corpus size. A background thread reads the
-next row groups while the caller consumes batches (pyarrow releases the GIL while it decodes).
+windows plus the row groups being decoded (memory-mapped with the decoded cache, `ShardCache`),
+whatever the corpus size. A background thread reads the next row groups while the caller consumes
+batches (pyarrow releases the GIL while it decodes). Each window is one block copy out of a sliding
+view of its row group, and the window pool is kept between epochs.
 """
 
 from __future__ import annotations
