@@ -40,7 +40,7 @@ class DataConfig:
     memory_budget_gb: float = 0.0  # 0 = a quarter of this node's RAM
     shuffle_buffer: int = 8192  # streaming: windows in the shuffle buffer of each loader worker
     pretrain_weights: list[float] = field(default_factory=list)  # streaming: corpus mix; [] = by size
-    stream_cache: str = ""  # streaming: node-local folder caching remote shards; "" = read them remotely
+    stream_cache: str = ""  # streaming: node-local cache, shards decoded to int16 (+ remote copies); "" = none
     stream_workers: int = 1  # streaming: loader workers per rank (each reads its own slice)
 
 
