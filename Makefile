@@ -43,6 +43,7 @@ bench: venv
 
 lint: venv
 	$(BIN)/ruff check ecg_tune tests bench
+	$(BIN)/mypy ecg_tune
 
 # After a deliberate upgrade in .venv (and green suites): pin the tested set again.
 constraints: venv

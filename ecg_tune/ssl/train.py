@@ -295,8 +295,8 @@ class Trainer:
         elapsed = time.perf_counter() - started
 
         self.epoch += 1
-        means = torch.stack(list(sums.values())).div(max(n_steps, 1)) if sums else torch.zeros(0)
-        means = mean_over_ranks(means, self.parallel).tolist()  # the global batch's metrics on every rank
+        stacked = torch.stack(list(sums.values())).div(max(n_steps, 1)) if sums else torch.zeros(0)
+        means = mean_over_ranks(stacked, self.parallel).tolist()  # the global batch's metrics on every rank
         result = {"epoch": float(self.epoch), "step": float(self.step)}
         result.update(zip(sums, means))
         result.update(lr=lr, epoch_time_s=elapsed, windows_per_s=n_windows / elapsed if elapsed > 0 else 0.0)
@@ -313,7 +313,9 @@ class Trainer:
         self.scaler.scale(loss).backward()
         loss = loss.detach().float()
         if self.parallel.active:  # mean gradients (and loss) over ranks, in one collective
-            loss = average_gradients(self.method.parameters(), loss)
+            averaged = average_gradients(self.method.parameters(), loss)
+            assert averaged is not None  # given `extra`, the mean loss comes back
+            loss = averaged
         if clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), clip)

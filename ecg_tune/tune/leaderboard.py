@@ -78,9 +78,10 @@ def leaderboard(grid: Any, spec: SweepSpec) -> Any:
     df = df.rename(columns={c: c.removeprefix("config:") for c in varying})
     board = rank_board(df, spec.objective.metric, spec.objective.mode)
     if len(objectives) > 1:  # Pareto-optimal among the full-budget trials
-        rows = [tuple(r[m] for m in objectives) if bool(r["budget_complete"]) and not r["failure"]
-                else (float("nan"),) for _, r in board.iterrows()]
-        board.insert(2, "pareto", pareto_mask(rows, spec.objective.modes))
+        points: list[tuple[float, ...]] = [
+            tuple(_number(r[m]) for m in objectives) if bool(r["budget_complete"]) and not r["failure"]
+            else (float("nan"),) for _, r in board.iterrows()]
+        board.insert(2, "pareto", pareto_mask(points, spec.objective.modes))
     return board
 
 
@@ -145,3 +146,10 @@ def print_leaderboard(board: Any, metric: str, *, top: int = 10, file: Any = Non
     if "best" in board.columns:
         console.print(f"{RULE}" + ("; (stopped) = stopped early by the scheduler" if stopped else "")
                       + (f"; {PARETO_MARK} = Pareto-optimal over the objectives" if "pareto" in board.columns else ""))
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")

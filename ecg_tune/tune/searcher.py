@@ -36,14 +36,14 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, study_name: str | None = None, storage: Any = None,
                  sweep_dir: str | None = None, device_hours: float | None = None,
                  constraints: dict[str, tuple[str, float]] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, study_name=study_name, storage=storage, **kwargs)
+        super().__init__(*args, study_name=study_name, storage=storage, **kwargs)  # type: ignore[misc]
         self.optuna_study_name = study_name
         self.optuna_storage = storage
         # budget.device_hours: no new trial once the sweep's ledger (tune/cost.py) says it is spent.
         self.sweep_dir, self.device_hours = sweep_dir, device_hours
         self.constraints = dict(constraints or {})  # objective.constraints: metric -> (max|min, bound)
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # FINISHED is Ray's str
         from ecg_tune.tune.cost import budget_spent, spent_hours
 
         if trial_id not in self._ot_trials and budget_spent(getattr(self, "sweep_dir", None),

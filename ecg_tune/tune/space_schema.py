@@ -184,7 +184,7 @@ def parse_objective(obj: Any) -> Objective:
             raise ConfigError(ckey, f"expected a number, got {bound!r}")
         bounds[str(metric)] = (side, float(bound))
     (metric, mode), more = pairs[0], pairs[1:]
-    return Objective(metric, mode, [(m, d) for m, d in more], bounds)
+    return Objective(str(metric), str(mode), [(str(m), str(d)) for m, d in more], bounds)
 
 
 @dataclass

@@ -61,7 +61,7 @@ def build_tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples
         # drawn from the space here, and PBT then exploits and explores).
         cells = spec.ablation.grid() if spec.ablation is not None else sample_population(spec, num_samples)
         param_space = {GRID_KEY: tune.grid_search([{**spec.fixed_flat(), **resolve_cfg(spec, c)} for c in cells])}
-        search_alg = BasicVariantGenerator(max_concurrent=max_conc or 0)
+        search_alg: Any = BasicVariantGenerator(max_concurrent=max_conc or 0)
         num_samples = 1
     else:
         # The URL without its password (public_uri): Ray pickles the searcher into the sweep folder.
@@ -69,7 +69,7 @@ def build_tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples
         if getattr(settings, "warm_from", None):
             from ecg_tune.tune.warmstart import seed_study
 
-            seed_study(search_alg._study(), spec, Path(settings.warm_from), settings.warm_map)
+            seed_study(search_alg._study(), spec, Path(str(settings.warm_from)), settings.warm_map)
     scheduler = make_scheduler(spec)
     if hasattr(scheduler, "state_callback"):  # ASHA by promotion: its rungs survive `resume`
         callbacks = [*callbacks, scheduler.state_callback()]
