@@ -38,11 +38,9 @@ class Registry(Mapping[str, Any]):
         if not (module and sep and attr):
             raise ValueError(f"{self.kind} {name!r}: expected 'module:attribute', got {target!r}")
         self._entries[name] = target
-        self._cache.pop(name, None)
 
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
-        self._cache.pop(name, None)
 
     def target(self, name: str) -> str:
         """The "module:attribute" string of `name` (nothing imported)."""
@@ -62,11 +60,13 @@ class Registry(Mapping[str, Any]):
         return {**self._entries, **{k: v for k, v in self._plugins.items() if k not in self._entries}}
 
     def __getitem__(self, name: str) -> Any:
+        # Cached by target, not by name: a name whose target changed (a plug-in that replaced an entry
+        # removed again, a test's registration undone) resolves to its current target.
         target = self.target(name)
-        if name not in self._cache:
+        if target not in self._cache:
             module, _, attr = target.partition(":")
-            self._cache[name] = getattr(importlib.import_module(module), attr.strip())
-        return self._cache[name]
+            self._cache[target] = getattr(importlib.import_module(module), attr.strip())
+        return self._cache[target]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._all()

@@ -315,3 +315,14 @@ def test_no_hand_kept_lists_of_registered_names() -> None:
                 if set(values) <= set(registry):
                     found.append(f"{path.relative_to(PKG)}:{node.lineno} {kind} {values}")
     assert not found, "read the names from ecg_tune/plugins.py: " + "; ".join(found)
+
+
+def test_a_name_whose_target_changed_resolves_to_the_new_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecg_tune.registry import Registry
+
+    reg = Registry("thing", {"a": "json:dumps"})
+    assert reg["a"] is __import__("json").dumps
+    with monkeypatch.context() as m:
+        m.setitem(reg._entries, "a", "json:loads")  # as a test's registration does, undone on exit
+        assert reg["a"] is __import__("json").loads
+    assert reg["a"] is __import__("json").dumps
