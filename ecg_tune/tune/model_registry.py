@@ -54,8 +54,9 @@ ALIAS = "champion"
 def log_trial_model(client: Any, experiment_id: str, run_id: str, trial_id: str, artifact_dir: Path | None,
                     config: dict[str, Any], metrics: dict[str, float], step: int) -> str:
     """A finished trial's encoder checkpoint (and protocol results) as an MLflow 3 LoggedModel whose
-    source is the trial's run, its final metrics linked to it. Idempotent: a retry after a transient
-    failure finds the model again by its trial tag."""
+    source is the trial's run, with the final result's metrics logged to the run at `step`, linked to
+    the model. Idempotent: a retry after a transient failure, or the final result reported again after
+    a restart, finds the model by its source run; a READY one already has its metrics."""
     import time
 
     from mlflow.entities import LoggedModelOutput, Metric
@@ -71,7 +72,7 @@ def log_trial_model(client: Any, experiment_id: str, run_id: str, trial_id: str,
         if artifact_dir is not None:
             client.log_model_artifacts(model.model_id, str(artifact_dir))
         stamp = int(time.time() * 1000)
-        linked = [Metric(k, v, stamp, step, model_id=model.model_id) for k, v in metrics.items() if k != "epoch"]
+        linked = [Metric(k, v, stamp, step, model_id=None if k == "epoch" else model.model_id) for k, v in metrics.items()]
         for i in range(0, len(linked), 500):
             client.log_batch(run_id, metrics=linked[i:i + 500])
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])

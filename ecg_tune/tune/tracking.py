@@ -248,7 +248,21 @@ class MLflowTracking(Callback):
         self._attach(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         stamp = int(time.time() * 1000)
-        metrics = [Metric(k, v, stamp, step) for k, v in numeric_metrics(result).items()]
+        values = numeric_metrics(result)
+        artifact = _trial_artifact(result)
+        if artifact is not None and (artifact / "encoder.ckpt").is_file():
+            # The final result, with the exported encoder: its metrics are logged once, linked to the
+            # encoder's LoggedModel (logging them plain first would leave each twice in the history).
+            trial_id, experiment_id, config = trial.trial_id, self.experiment_id, unwrap(trial.config or {})
+
+            def model(c: MlflowClient, run: str) -> None:
+                from ecg_tune.tune.model_registry import log_trial_model
+
+                log_trial_model(c, experiment_id, run, trial_id, artifact, config, values, step)
+
+            self._on_run(trial_id, f"the trial's logged model and metrics of epoch {step}", model)
+            return
+        metrics = [Metric(k, v, stamp, step) for k, v in values.items()]
         if metrics:
             self._on_run(trial.trial_id, f"metrics of epoch {step}", lambda c, run: c.log_batch(run, metrics=metrics))
 
@@ -261,24 +275,15 @@ class MLflowTracking(Callback):
             tags.append(RunTag("ecg_tune.failure_reason", str(reason)[:5000]))
         artifact = _trial_artifact(result)
         status = "FAILED" if reason else "FINISHED"
-        trial_id, experiment_id = trial.trial_id, self.experiment_id
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        metrics = numeric_metrics(result)
-        config = unwrap(trial.config or {})
+        trial_id = trial.trial_id
 
         def results(c: MlflowClient, run: str) -> None:
             c.log_batch(run, tags=tags)
             if artifact is not None:  # encoder.ckpt and one JSON per evaluation protocol
                 c.log_artifacts(run, str(artifact), artifact_path="results")
 
-        def model(c: MlflowClient, run: str) -> None:  # the encoder as an MLflow 3 LoggedModel of the run
-            from ecg_tune.tune.model_registry import log_trial_model
-
-            log_trial_model(c, experiment_id, run, trial_id, artifact, config, metrics, step)
-
+        # (The encoder's LoggedModel was logged with the final result, in on_trial_result.)
         self._on_run(trial_id, "the trial's results", results)
-        if artifact is not None and (artifact / "encoder.ckpt").is_file():
-            self._on_run(trial_id, "the trial's logged model", model)
         self._on_run(trial_id, f"ending the run {status}", lambda c, run: c.set_terminated(run, status=status))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -115,9 +115,12 @@ def test_methods_space_sweeps_end_to_end(tmp_path: Path, small_shards: Path) -> 
     ecg = np.random.default_rng(0).normal(scale=0.3, size=(3, 12, 1000)).astype(np.float32)
     with torch.no_grad():
         features = model(torch.from_numpy(ecg))
+    # The version comes from the best trial's own run; the version's tags and the sweep run say which.
     version = client.get_model_version("methods-encoder", "1")
-    meta = client.get_run(version.run_id).data.tags.get("ecg_tune.best_trial")
-    assert meta is not None
+    assert client.get_run(version.run_id).data.tags.get("ecg_tune.role") == "trial"
+    assert version.tags["trial"] == client.get_run(version.run_id).data.tags["ecg_tune.trial_id"]
+    assert client.get_run(settings["parent_run_id"]).data.tags["ecg_tune.best_trial"] == version.tags["trial"]
+    assert str(client.get_model_version_by_alias("methods-encoder", "champion").version) == "1"
     assert features.ndim == 2 and features.shape[0] == 3 and features.shape[1] > 0
     assert torch.isfinite(features).all()
     assert "best encoder" in out
