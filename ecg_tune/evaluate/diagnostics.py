@@ -24,6 +24,11 @@ def chance_warnings(auc: float, ci: tuple[float, float], what: str = "test macro
         return [f"{what} {auc:.3f} is not distinguishable from chance (95% CI [{low:.3f}, {high:.3f}] contains 0.5)"]
     if not math.isfinite(low) and auc <= 0.5:
         return [f"{what} {auc:.3f} is no better than chance"]
+    if math.isfinite(low) and math.isfinite(high) and not low <= auc <= high:
+        # A resample that drops a rare class's only positives scores it 0.5 (docs/differences.md): on
+        # a test fold with classes of one or two positives that pulls the whole interval towards 0.5.
+        return [f"{what} {auc:.3f} lies outside its bootstrap 95% CI [{low:.3f}, {high:.3f}]: the test fold "
+                "has classes with very few positives, whose resamples score 0.5; the CI is not reliable here"]
     return []
 
 

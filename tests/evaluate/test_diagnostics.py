@@ -15,6 +15,25 @@ def test_chance_warnings() -> None:
     assert "not distinguishable" in chance_warnings(0.55, (0.48, 0.62))[0]
     assert chance_warnings(0.80, (0.73, 0.88)) == []
     assert "no better than chance" in chance_warnings(0.5, (math.nan, math.nan))[0]
+    assert "outside its bootstrap 95% CI" in chance_warnings(0.908, (0.683, 0.888))[0]
+
+
+def test_a_point_estimate_outside_its_ci_is_flagged_on_a_real_bootstrap() -> None:
+    """Classes with one positive among 29 records score 0.5 in every resample that misses it, so the
+    interval of a well-separated result sits below the point estimate, and the result says so."""
+    from ecg_tune.evaluate.metrics import bootstrap_ci, macro_auc
+
+    rng = np.random.default_rng(0)
+    y = np.zeros((29, 12), dtype=np.int8)
+    for c in range(12):
+        y[c, c] = 1  # one positive per class
+    scores = y + 0.05 * rng.random(y.shape)  # every positive ranked first: AUC 1 per class
+    auc, _ = macro_auc(y, scores)
+    low, high = bootstrap_ci(y, scores, n_resamples=300, seed=0)
+    # By hand: a class keeps AUC 1 when its positive is drawn (prob 1 - (28/29)^29 ~ 0.64), else 0.5;
+    # all twelve are drawn in 0.64^12 ~ 0.5 % of resamples, so the 97.5 % quantile lies below 1.
+    assert auc == 1.0 and high < 1.0
+    assert "outside its bootstrap 95% CI" in chance_warnings(auc, (low, high))[0]
 
 
 def test_mean_pairwise_cosine_by_hand() -> None:
