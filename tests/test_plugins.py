@@ -214,3 +214,14 @@ def test_a_name_whose_target_changed_resolves_to_the_new_target(monkeypatch: pyt
         m.setitem(reg._entries, "a", "json:loads")  # as a test's registration does, undone on exit
         assert reg["a"] is __import__("json").loads
     assert reg["a"] is __import__("json").dumps
+
+
+def test_no_private_attribute_of_ray_or_optuna() -> None:
+    """Private names of Ray and Optuna change between releases without notice: none is used."""
+    import re
+
+    private = re.compile(r"\b(?:ray|optuna)(?:\.\w+)*\._[a-z]\w*|\._ot_\w+|_completed_trials\b")
+    found = [f"{p.relative_to(PKG.parent)}:{i}: {line.strip()}"
+             for p in sorted(PKG.rglob("*.py")) for i, line in enumerate(p.read_text().splitlines(), 1)
+             if private.search(line.split("#", 1)[0]) and "getLogger(" not in line]
+    assert not found, "\n".join(found)

@@ -72,17 +72,12 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
         except OSError as exc:
             raise EcgTuneError(f"cannot reach the Ray head at {address} ({exc}); is `ray start --head --port={port}` "
                                "running there, and is the port open from this machine?") from None
-    if "RAY_AUTH_MODE" not in os.environ and ("RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ):
-        os.environ["RAY_AUTH_MODE"] = "token"
-        try:  # Ray caches its config at import: refresh it, as Ray's own token setup does (ray 2.60)
-            # No public API refreshes Ray's cached config (ray 2.60 does this in ray._private's token
-            # setup): ray._raylet.Config is private, kept until Ray reads the variable lazily.
-            from ray._raylet import Config  # type: ignore[attr-defined]
-
-            Config.initialize("")
-        except Exception:  # pragma: no cover - a future Ray may read the variable lazily
-            pass
+    if os.environ.get("ECG_TUNE_SET_RAY_AUTH_MODE"):  # set in ecg_tune/tune/__init__.py, before Ray's import
         log.info("RAY_AUTH_TOKEN given and RAY_AUTH_MODE unset: connecting with RAY_AUTH_MODE=token")
+    elif "RAY_AUTH_MODE" not in os.environ and ("RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ):
+        # The token appeared after Ray read its config (imported before this layer): say what to do.
+        log.warning("RAY_AUTH_TOKEN is given but RAY_AUTH_MODE is unset, and Ray was imported before ecg_tune.tune "
+                    "read it: set RAY_AUTH_MODE=token in the environment to connect with token auth")
     try:
         ray.init(address=address, **kwargs)
     except Exception as exc:

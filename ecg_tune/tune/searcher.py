@@ -1,115 +1,95 @@
 """Optuna searcher and Ray schedulers built from a SweepSpec.
 
-Stock `OptunaSearch` tells Optuna every finished trial as COMPLETE with its last reported value, so a
-trial that ASHA stopped after one epoch teaches TPE a low-budget score as if it were final (platform
-notes §3.11). `BudgetAwareOptunaSearch` tells such trials as PRUNED: Optuna keeps their intermediate
-values (reported per epoch) but its samplers do not treat them as completed observations.
+`StudySearcher` is a Ray Tune `Searcher` (its public plug-in API) over an Optuna study, through
+Optuna's public ask-and-tell interface. It differs from Ray's stock `OptunaSearch` where a sweep needs
+it: a trial that ASHA stopped after one epoch is told as PRUNED, not as a COMPLETE low-budget score
+(platform notes §3.11: stock OptunaSearch teaches TPE such scores as if final); intermediate values
+use epochs as steps; a study in an RDB that outlived a crashed driver is reconciled on restore; the
+device-hour budget and outcome constraints reach the sampler. (It replaced a subclass of OptunaSearch
+that had to read that class's private bookkeeping.)
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from typing import Any
 
 import optuna
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
+from ecg_tune.errors import EcgTuneError
 from ecg_tune.plugins import SAMPLERS, SCHEDULERS
 from ecg_tune.tune.spaces import GRID_KEY, SearchSpace, SweepSpec, pbt_mutations
 
 log = logging.getLogger(__name__)
 
 FULL_BUDGET_KEY = "budget_complete"  # 1.0 in the report of a trial that trained all epochs
+RAY_TRIAL_ATTR = "ray_trial_id"  # an Optuna trial's user attribute: the Ray trial it became
+_STATE_VERSION = 1
 
 
-class BudgetAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells trials stopped early as PRUNED.
+class StudySearcher(Searcher):
+    """Proposes each Ray trial's config from an Optuna study (define-by-run over the sweep's space)
+    and tells the study what became of it: COMPLETE only for a trial that trained its full budget."""
 
-    Ray has no public hook for how a result reaches Optuna, so this subclass reads OptunaSearch's own
-    bookkeeping, `_ot_trials` (Ray trial id -> optuna.Trial) and `_completed_trials`: no public API
-    exists for them (ray 2.60). The study itself is reached through public APIs only: an Optuna
-    trial's `study`, or `optuna.load_study` on the storage given here.
-    """
-
-    def __init__(self, *args: Any, study_name: str | None = None, storage: Any = None,
+    def __init__(self, space: SearchSpace, *, metric: str | list[str], mode: str | list[str],
+                 sampler: optuna.samplers.BaseSampler, study_name: str, storage: Any = None,
                  sweep_dir: str | None = None, device_hours: float | None = None,
-                 constraints: dict[str, tuple[str, float]] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, study_name=study_name, storage=storage, **kwargs)  # type: ignore[misc]
-        self.optuna_study_name = study_name
-        self.optuna_storage = storage
+                 constraints: dict[str, tuple[str, float]] | None = None) -> None:
+        super().__init__(metric=metric, mode=mode)  # type: ignore[arg-type]  # a list for several objectives
+        self.space = space
+        modes = mode if isinstance(mode, list) else [mode]
+        self.study = optuna.create_study(
+            storage=storage, sampler=sampler, pruner=optuna.pruners.NopPruner(), study_name=study_name,
+            load_if_exists=True, directions=["minimize" if m == "min" else "maximize" for m in modes])
+        self.trials: dict[str, optuna.trial.Trial] = {}  # Ray trial id -> the Optuna trial asked for it
+        self.told: set[str] = set()  # Ray trial ids whose end the study has been told
         # budget.device_hours: no new trial once the sweep's ledger (tune/cost.py) says it is spent.
         self.sweep_dir, self.device_hours = sweep_dir, device_hours
         self.constraints = dict(constraints or {})  # objective.constraints: metric -> (max|min, bound)
+        self.budget_told = False
 
+    # ------------------------------------------------------------------ Ray's Searcher interface
     def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # FINISHED is Ray's str
         from ecg_tune.tune.cost import budget_spent, spent_hours
 
-        if trial_id not in self._ot_trials and budget_spent(getattr(self, "sweep_dir", None),
-                                                            getattr(self, "device_hours", None)):
-            if not getattr(self, "_budget_told", False):
-                self._budget_told = True
-                log.warning("budget.device_hours spent (%.4g of %.4g device-hours): no new trials",
-                            spent_hours(self.sweep_dir), self.device_hours)  # type: ignore[arg-type]
-            return self.FINISHED
-        return super().suggest(trial_id)
-
-    def _study(self) -> optuna.Study | None:
-        """The Optuna study: loaded from its storage (RDB), else the one a known trial belongs to."""
-        storage = getattr(self, "optuna_storage", None)  # absent in searchers pickled by older versions
-        if storage is not None:
-            return optuna.load_study(study_name=self.optuna_study_name, storage=storage)
-        return next((t.study for t in self._ot_trials.values()), None)
+        if trial_id not in self.trials:
+            if budget_spent(self.sweep_dir, self.device_hours):
+                if not self.budget_told:
+                    self.budget_told = True
+                    log.warning("budget.device_hours spent (%.4g of %.4g device-hours): no new trials",
+                                spent_hours(self.sweep_dir), self.device_hours)  # type: ignore[arg-type]
+                return Searcher.FINISHED
+            trial = self.study.ask()
+            trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
+            self.trials[trial_id] = trial
+        # Asking the same trial again returns the values it already holds (Optuna's define-by-run).
+        return self.space.sample_flat(self.trials[trial_id])
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Use epochs as Optuna's step so intermediate values line up across trials.
         if isinstance(self.metric, list):  # Optuna keeps no intermediate values of several objectives
             return
-        if trial_id in self._completed_trials or self.metric not in result:
+        if trial_id in self.told or trial_id not in self.trials or self.metric not in result:
             return
         try:
             with warnings.catch_warnings():
                 # A restarted trial replays the epochs its checkpoint holds beyond Ray's (trainable.py);
                 # Optuna may have them already, and ignores them with a warning.
                 warnings.filterwarnings("ignore", message="The reported value is ignored")
-                self._ot_trials[trial_id].report(result[self.metric], _step(result))
+                self.trials[trial_id].report(result[self.metric], _step(result))
         except optuna.exceptions.UpdateFinishedTrialError:
             # The study (an RDB outlives the driver) was told this trial's end before a driver crash, but
             # Ray's older snapshot reran it, and it reports its final result again: nothing to add.
-            self._completed_trials.add(trial_id)
-
-    def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
-        self.fail_orphans()
-
-    def fail_orphans(self) -> int:
-        """Mark FAIL the study's RUNNING trials that this searcher does not know.
-
-        They were asked for after Ray's last experiment snapshot before a driver crash: Ray never
-        recorded them, so after `Tuner.restore` no Ray trial will ever tell them, and they would stay
-        RUNNING in the study (and in optuna-dashboard) forever.
-        """
-        study = self._study()
-        if study is None:
-            return 0
-        known = {t.number for t in self._ot_trials.values()}
-        orphans = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                   if t.number not in known]
-        for number in orphans:
-            try:
-                study.tell(number, state=optuna.trial.TrialState.FAIL)
-            except Exception as exc:  # e.g. another process finished it meanwhile
-                log.warning("optuna: could not mark orphaned trial %d FAIL: %s", number, exc)
-        if orphans:
-            log.warning("optuna: marked %d trial(s) FAIL that a crashed driver had started but Ray never ran: %s",
-                        len(orphans), orphans)
-        return len(orphans)
+            self.told.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self.told or trial_id not in self.trials:
             return
-        ot_trial = self._ot_trials[trial_id]
+        trial = self.trials[trial_id]
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         values = [result.get(m) if result else None for m in metrics]
         missing = any(v is None for v in values)
@@ -125,12 +105,50 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             from ecg_tune.tune.cost import constraint_values
 
             # Optuna's samplers (TPE, NSGA-II, GP) treat a trial with a constraint value > 0 as infeasible.
-            for metric, violation in constraint_values(getattr(self, "constraints", {}), result or {}).items():
-                ot_trial.set_constraint(metric, violation)
-            ot_trial.study.tell(ot_trial, value, state=state)
+            for metric, violation in constraint_values(self.constraints, result or {}).items():
+                trial.set_constraint(metric, violation)
+            self.study.tell(trial, value, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # told by a driver that crashed before Ray's snapshot (see on_trial_result)
         except Exception as exc:  # e.g. a NaN value: never let the searcher kill the sweep
             log.warning("optuna could not record trial %s: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        self.told.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        # Ray writes this file atomically (save_to_dir); the study itself lives in its storage.
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"version": _STATE_VERSION, "trials": self.trials, "told": self.told,
+                         "budget_told": self.budget_told}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise EcgTuneError(f"{checkpoint_path}: searcher state written by another ecg-tune version "
+                               "(before the Optuna study searcher); resume this sweep with that version")
+        self.trials, self.told, self.budget_told = state["trials"], state["told"], state["budget_told"]
+        self.fail_orphans()
+
+    # ------------------------------------------------------------------ helpers
+    def fail_orphans(self) -> int:
+        """Mark FAIL the study's RUNNING trials that this searcher does not know.
+
+        They were asked for after Ray's last experiment snapshot before a driver crash: Ray never
+        recorded them, so after `Tuner.restore` no Ray trial will ever tell them, and they would stay
+        RUNNING in the study (and in optuna-dashboard) forever.
+        """
+        known = {t.number for t in self.trials.values()}
+        orphans = [t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                   if t.number not in known]
+        for number in orphans:
+            try:
+                self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            except Exception as exc:  # e.g. another process finished it meanwhile
+                log.warning("optuna: could not mark orphaned trial %d FAIL: %s", number, exc)
+        if orphans:
+            log.warning("optuna: marked %d trial(s) FAIL that a crashed driver had started but Ray never ran: %s",
+                        len(orphans), orphans)
+        return len(orphans)
 
 
 def _step(result: dict) -> int:
@@ -144,13 +162,13 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 def make_searcher(spec: SweepSpec, *, storage_url: str | None = None,
-                  sweep_dir: str | None = None) -> BudgetAwareOptunaSearch:
+                  sweep_dir: str | None = None) -> StudySearcher:
     """The searcher; its study lives in `storage_url` (sweep.py defaults it to a SQLite file in the sweep
     folder, so optuna-dashboard can open it during and after the sweep), in memory when None."""
     storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
     obj = spec.objective
-    return BudgetAwareOptunaSearch(
-        space=SearchSpace(spec.space, spec.fixed_flat()),
+    return StudySearcher(
+        SearchSpace(spec.space, spec.fixed_flat()),
         metric=obj.metrics if obj.multi else obj.metric,
         mode=obj.modes if obj.multi else obj.mode,
         sampler=make_sampler(spec),

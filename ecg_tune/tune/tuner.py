@@ -69,7 +69,7 @@ def build_tuner(spec: SweepSpec, settings: SweepSettings, data: Any, num_samples
         if getattr(settings, "warm_from", None):
             from ecg_tune.tune.warmstart import seed_study
 
-            seed_study(search_alg._study(), spec, Path(str(settings.warm_from)), settings.warm_map)
+            seed_study(search_alg.study, spec, Path(str(settings.warm_from)), settings.warm_map)
     scheduler = make_scheduler(spec)
     if hasattr(scheduler, "state_callback"):  # ASHA by promotion: its rungs survive `resume`
         callbacks = [*callbacks, scheduler.state_callback()]

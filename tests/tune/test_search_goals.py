@@ -73,7 +73,7 @@ def test_multi_objective_searcher_tells_values_and_honours_constraints() -> None
         searcher.on_trial_result(tid, {"probe_auc": 0.5, "device_hours": 0.1, "epoch": 1})  # no intermediate values
         searcher.on_trial_complete(tid, {"probe_auc": 0.6 + i / 100, "device_hours": 0.1 * (i + 1), "params": 500.0 * i,
                                          "epoch": 4, FULL_BUDGET_KEY: 1.0})
-    study = searcher._ot_study
+    study = searcher.study
     assert [t.values for t in study.trials] == [[0.6, 0.1], [0.61, 0.2], [0.62, 0.30000000000000004], [0.63, 0.4]]
     assert [t.constraints for t in study.trials] == [{"params": v} for v in (-1000.0, -500.0, 0.0, 500.0)]  # <= 0: met
     pickle.loads(pickle.dumps(searcher))  # the constraints function travels with the searcher (resume)
@@ -144,15 +144,15 @@ def test_warm_start_adds_the_old_trials_and_skips_tpe_startup(tmp_path: Path) ->
                                "optim.weight_decay": {"float": [0.0, 0.2]}}}
     spec = parse_spec({**wider, "searcher": {"sampler": "tpe", "seed": 1, "n_startup_trials": 10}})
     with pytest.raises(ConfigError, match="optim.grad_clip"):  # unknown keys are refused ...
-        seed_study(make_searcher(spec)._ot_study, spec, old, {})
+        seed_study(make_searcher(spec).study, spec, old, {})
     searcher = make_searcher(spec, storage_url=f"sqlite:///{tmp_path / 'new.db'}")
-    added = seed_study(searcher._study(), spec, old, {"optim.grad_clip": "optim.weight_decay"})  # ... or mapped
-    trials = searcher._study().get_trials(deepcopy=False)
+    added = seed_study(searcher.study, spec, old, {"optim.grad_clip": "optim.weight_decay"})  # ... or mapped
+    trials = searcher.study.get_trials(deepcopy=False)
     assert added == len(trials) == 30
     assert sum(bool(t.user_attrs.get("warm.stopped")) for t in trials) == 6
     assert {t.state.name for t in trials if t.user_attrs.get("warm.stopped")} == {"PRUNED"}
     # TPE's startup (random draws) is skipped: the warm trials count as its n_startup_trials ...
-    sampler = searcher._ot_study.sampler
+    sampler = searcher.study.sampler
     random_draws = []
     draw = sampler._random_sampler.sample_independent
     sampler._random_sampler.sample_independent = lambda *a, **k: random_draws.append(a[2]) or draw(*a, **k)
@@ -162,8 +162,8 @@ def test_warm_start_adds_the_old_trials_and_skips_tpe_startup(tmp_path: Path) ->
     # (the same instrument on a fresh study of the same space sees the random startup draws)
     fresh = make_searcher(spec)
     fresh_draws = []
-    fdraw = fresh._ot_study.sampler._random_sampler.sample_independent
-    fresh._ot_study.sampler._random_sampler.sample_independent = lambda *a, **k: fresh_draws.append(a[2]) or fdraw(*a, **k)
+    fdraw = fresh.study.sampler._random_sampler.sample_independent
+    fresh.study.sampler._random_sampler.sample_independent = lambda *a, **k: fresh_draws.append(a[2]) or fdraw(*a, **k)
     fresh.suggest("f0")
     assert "optim.lr" in fresh_draws
 

@@ -23,7 +23,7 @@ SPEC = {
 
 
 def states(searcher) -> list[optuna.trial.TrialState]:
-    return [t.state for t in searcher._ot_study.get_trials(deepcopy=False)]
+    return [t.state for t in searcher.study.get_trials(deepcopy=False)]
 
 
 def test_stopped_trials_are_pruned_full_budget_trials_complete() -> None:
@@ -37,12 +37,12 @@ def test_stopped_trials_are_pruned_full_budget_trials_complete() -> None:
     searcher.on_trial_complete("b", {"probe_auc": 0.8, "epoch": 4, FULL_BUDGET_KEY: 1.0})
     searcher.on_trial_complete("c", None, error=True)
     searcher.on_trial_complete("d", {"probe_auc": 0.0, "epoch": 1, "failure_reason": "nan"})
-    trials = {t.number: t for t in searcher._ot_study.get_trials(deepcopy=False)}
+    trials = {t.number: t for t in searcher.study.get_trials(deepcopy=False)}
     assert [trials[i].state.name for i in range(4)] == ["PRUNED", "COMPLETE", "FAIL", "PRUNED"]
     assert trials[0].intermediate_values == {1: 0.61, 2: 0.62}  # kept, but not a final value
     assert trials[1].value == 0.8  # (a pruned trial carries its last intermediate value, as in Optuna)
     # Only the full-budget trial counts as an observation for the sampler.
-    completed = searcher._ot_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    completed = searcher.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert [t.value for t in completed] == [0.8]
 
 
@@ -132,7 +132,7 @@ def test_a_result_for_a_trial_the_study_already_finished_is_ignored() -> None:
     # A driver crash between Optuna's tell and Ray's snapshot: the rerun trial re-reports its result.
     searcher = make_searcher(parse_spec(SPEC))
     searcher.suggest("a")
-    searcher._ot_study.tell(searcher._ot_trials["a"], 0.8)  # told by the crashed driver
+    searcher.study.tell(searcher.trials["a"], 0.8)  # told by the crashed driver
     searcher.on_trial_result("a", {"probe_auc": 0.8, "epoch": 4})  # must not raise
     searcher.on_trial_complete("a", {"probe_auc": 0.8, "epoch": 4, FULL_BUDGET_KEY: 1.0})
     assert states(searcher) == [optuna.trial.TrialState.COMPLETE]
@@ -149,5 +149,42 @@ def test_an_epoch_reported_again_after_a_restart_keeps_its_value_without_a_warni
         warnings.simplefilter("error")
         for epoch, value in ((1, 0.6), (2, 0.65), (3, 0.7)):
             searcher.on_trial_result("a", {"probe_auc": value, "epoch": epoch})
-    (trial,) = searcher._ot_study.get_trials(deepcopy=False)
+    (trial,) = searcher.study.get_trials(deepcopy=False)
     assert trial.intermediate_values == {1: 0.6, 2: 0.65, 3: 0.7}
+
+
+def test_save_and_restore_keep_the_trials_and_fail_the_orphans_of_a_crashed_driver(tmp_path) -> None:
+    """Ray saves the searcher with each experiment snapshot; a trial asked for after the last snapshot
+    is unknown to the restored searcher, so its Optuna trial is marked FAIL instead of RUNNING forever."""
+    from ecg_tune.errors import EcgTuneError
+    from ecg_tune.tune.searcher import RAY_TRIAL_ATTR
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    spec = parse_spec(SPEC)
+    first = make_searcher(spec, storage_url=url)
+    config = first.suggest("a")
+    first.on_trial_result("a", {"probe_auc": 0.6, "epoch": 1})
+    first.save(str(tmp_path / "searcher.pkl"))  # Ray's snapshot
+    first.suggest("b")  # asked for after the snapshot, then the driver died
+
+    second = make_searcher(spec, storage_url=url)  # a new driver, on the same study
+    second.restore(str(tmp_path / "searcher.pkl"))
+    trials = {t.user_attrs[RAY_TRIAL_ATTR]: t for t in second.study.get_trials(deepcopy=False)}
+    assert trials["a"].state.name == "RUNNING" and trials["b"].state.name == "FAIL"
+    assert second.suggest("a") == config  # the same values for the same Ray trial
+    second.on_trial_complete("a", {"probe_auc": 0.7, "epoch": 4, FULL_BUDGET_KEY: 1.0})
+    assert second.study.get_trials(deepcopy=False)[0].value == 0.7
+
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps({"_ot_trials": {}}))  # another version's layout
+    with pytest.raises(EcgTuneError, match="another ecg-tune version"):
+        second.restore(str(tmp_path / "old.pkl"))
+
+
+def test_the_searcher_uses_only_public_ray_and_optuna_apis() -> None:
+    """Ray's OptunaSearch keeps its trials in private attributes; the searcher is a plain Searcher."""
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    from ecg_tune.tune.searcher import StudySearcher
+
+    assert issubclass(StudySearcher, Searcher) and not issubclass(StudySearcher, OptunaSearch)
