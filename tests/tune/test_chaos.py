@@ -22,12 +22,11 @@ from typing import Any
 
 import pytest
 
-from tests.tune.test_faults import (
+from tests.tune.conftest import (
     events,
     finish,
     kill_group,
     run_cli,
-    shards,  # noqa: F401  (fixture)
     start,
     tiny_doc,
     trial_runs,

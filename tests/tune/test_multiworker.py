@@ -48,7 +48,7 @@ def test_pretrain_with_two_workers(tmp_path: Path) -> None:
 
 
 def test_more_than_one_gpu_per_trial_is_refused_not_left_idle() -> None:
-    from tests.tune.test_spaces import spec_of
+    from tests.tune.conftest import spec_of
 
     with pytest.raises(ConfigError, match="all but one would idle") as info:
         spec_of({"resources": {"cpu": 1, "gpu": 2}})

@@ -11,15 +11,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
 from ecg_tune.tune.searcher import FULL_BUDGET_KEY, make_scheduler, make_searcher
 from ecg_tune.tune.spaces import parse_spec
-
-SPEC = {
-    "name": "s",
-    "data": {"pretrain": ["/d"], "downstream": "/d"},
-    "budget": {"trials": 6, "max_epochs": 4, "grace_period": 1},
-    "searcher": {"sampler": "tpe", "seed": 0, "n_startup_trials": 2},
-    "space": {"method.name": {"branch": {"simclr": {"method.temperature": {"float": [0.1, 1.0]}}, "byol": {}}},
-              "optim.lr": {"float": [1e-4, 1e-2], "log": True}},
-}
+from tests.tune.conftest import SEARCHER_SPEC as SPEC
 
 
 def states(searcher) -> list[optuna.trial.TrialState]:

@@ -11,24 +11,10 @@ import pytest
 import yaml
 
 from ecg_tune.errors import ConfigError
-from ecg_tune.tune.spaces import SearchSpace, load_spec, parse_spec, subset_flag, trial_config, validate_flat
+from ecg_tune.tune.spaces import SearchSpace, load_spec, subset_flag, trial_config, validate_flat
+from tests.tune.conftest import BASE, error_key, spec_of
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = {
-    "name": "t",
-    "data": {"pretrain": ["/d"], "downstream": "/d"},
-    "budget": {"trials": 4, "max_epochs": 3},
-}
-
-
-def spec_of(extra: dict) -> object:
-    return parse_spec({**BASE, **extra})
-
-
-def error_key(extra: dict) -> str:
-    with pytest.raises(ConfigError) as info:
-        spec_of(extra)
-    return info.value.key
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ecg_tune.errors import ConfigError
-from tests.tune.test_spaces import error_key, spec_of
+from tests.tune.conftest import error_key, spec_of
 
 
 def test_workers_are_parsed_with_their_per_worker_resources() -> None:
@@ -39,7 +39,7 @@ def test_bad_worker_resources_name_the_key(resources: dict, key: str, says: str)
 
 
 def test_pbt_with_several_workers_is_refused() -> None:
-    from tests.tune.test_searcher import SPEC
+    from tests.tune.conftest import SEARCHER_SPEC as SPEC
 
     assert error_key({**SPEC, "scheduler": "pbt", "resources": {"workers": 2}}) == "resources.workers"
     assert spec_of({**SPEC, "scheduler": "pbt", "resources": {"workers": 1}}).resources.workers == 1
@@ -58,7 +58,7 @@ def _sweep_in_subprocess(tmp_path: Path, space: Path, num_cpus: int) -> tuple[in
 
 
 def _run_script(script: Path) -> tuple[int, str]:
-    from tests.tune.test_faults import ENV, finish
+    from tests.tune.conftest import ENV, finish
 
     log = script.with_suffix(".log")
     with open(log, "ab") as out:
@@ -71,7 +71,7 @@ def _run_script(script: Path) -> tuple[int, str]:
 @pytest.mark.slow
 def test_sweep_trials_train_on_two_workers_each(tmp_path: Path) -> None:
     from ecg_tune.data.synthetic import write_synthetic
-    from tests.tune.test_faults import events, tiny_doc, write_yaml
+    from tests.tune.conftest import events, tiny_doc, write_yaml
 
     data = tmp_path / "data"
     write_synthetic(data, n_records=160, seed=0)
