@@ -30,8 +30,12 @@ HEADER_KEY = "cost"  # in the trainer's checkpoint header: {"wall_s", "cpu_s"} s
 
 
 class CostMeter:
-    def __init__(self, gpus: float, cpus: float, before: dict[str, float] | None = None):
-        self.gpus, self.cpus = float(gpus), float(cpus)
+    """`gpus`/`cpus` are one worker's; a multi-worker trial (`workers` > 1, measured on rank 0, whose
+    wall time all workers share) holds `workers` times as much. `cpu_seconds` and `peak_memory_mb`
+    are rank 0's process only."""
+
+    def __init__(self, gpus: float, cpus: float, before: dict[str, float] | None = None, workers: int = 1):
+        self.gpus, self.cpus, self.workers = float(gpus), float(cpus), max(1, int(workers))
         before = before or {}
         self.wall0 = time.monotonic() - float(before.get("wall_s", 0.0))
         self.cpu0 = time.process_time() - float(before.get("cpu_s", 0.0))
@@ -42,7 +46,7 @@ class CostMeter:
 
     def metrics(self, model: Any = None) -> dict[str, float]:
         wall = time.monotonic() - self.wall0
-        device_s = wall * (self.gpus if self.gpus > 0 else self.cpus)
+        device_s = wall * (self.gpus if self.gpus > 0 else self.cpus) * self.workers
         out = {"device_seconds": device_s, "device_hours": device_s / 3600.0,
                "cpu_seconds": time.process_time() - self.cpu0, "peak_memory_mb": peak_memory_mb(self.gpus > 0)}
         if model is not None:

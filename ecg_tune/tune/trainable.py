@@ -209,7 +209,7 @@ def train_trial(config: dict[str, Any], data: SweepData, session: Any = None) ->
             resume_from = Path(ray_ckpt.path) / TRAINER_FILE  # where it lives, for the event log
     trainer.header[TRIAL_ID_KEY] = trial_id
     # Cost (tune/cost.py), reported with every result; a resumed trial goes on counting from its checkpoint.
-    meter = CostMeter(sess.gpus, cpus, source.get(COST_KEY))
+    meter = CostMeter(sess.gpus, cpus, source.get(COST_KEY), workers=sess.world_size)
     ray_epoch = int(ray_known.header.get("epoch", 0)) if ray_known is not None else 0
 
     # from_trial: whose weights these are (another trial's after a PBT exploit)

@@ -94,6 +94,17 @@ def test_cost_meter_counts_on_from_a_checkpoint() -> None:
     assert meter.carried()["wall_s"] >= 3600
 
 
+def test_cost_meter_counts_every_worker_of_a_multi_worker_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(cost.time, "monotonic", lambda: clock[0])
+    one, three = cost.CostMeter(0.0, 2, workers=1), cost.CostMeter(0.0, 2, workers=3)
+    gpu = cost.CostMeter(0.5, 4, workers=2)
+    clock[0] += 60.0
+    assert one.metrics()["device_seconds"] == 120.0  # 2 CPUs x 60 s
+    assert three.metrics()["device_seconds"] == 360.0  # 3 workers x 2 CPUs x 60 s
+    assert gpu.metrics()["device_seconds"] == 60.0  # 2 workers x half a GPU x 60 s
+
+
 def test_device_hour_budget_stops_new_trials_and_survives_a_new_searcher(tmp_path: Path) -> None:
     spec = parse_spec({**SPEC, "budget": {**SPEC["budget"], "device_hours": 1.0}})
     searcher = make_searcher(spec, sweep_dir=str(tmp_path))
