@@ -765,3 +765,38 @@ def test_html_renders_in_headless_chromium(search: Built, tmp_path: Path) -> Non
     dom = subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120).stdout
     assert dom.count("<table") >= 4 and 'id="leaderboard"' in dom
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', dom)) == len(_pngs(search))
+
+
+GOALS_YAML = textwrap.dedent("""\
+    name: goals
+    data: {pretrain: [/d], downstream: /d}
+    objective: {metric: [probe_auc, device_hours], mode: [max, min]}
+    budget: {trials: 5, max_epochs: 2}
+    fixed: {encoder.name: xresnet1d50, evaluation.protocols: linear}
+    space: {optim.lr: {float: [1.0e-4, 1.0e-2], log: true}}
+    """)
+
+
+def test_two_objective_report_marks_the_pareto_front_and_shows_costs(root: Path) -> None:
+    rng = np.random.default_rng(3)
+    # (final probe_auc, device_hours): t0 and t1 and t3 are on the front, t2 is dominated by t1,
+    # t4 (stopped early) is never on it.
+    points = {"t0": (0.90, 0.030), "t1": (0.85, 0.010), "t2": (0.80, 0.020), "t3": (0.70, 0.005)}
+    trials = []
+    for tid, (probe, hours) in points.items():
+        t = done(tid, {"optim.lr": float(rng.uniform(1e-4, 1e-2)), "seed": 0}, 2, rng)
+        t.probe[-1] = probe
+        t.final.update({"device_hours": hours, "params": 1234.0})
+        with_protocols(t, rng, ["linear"])
+        trials.append(t)
+    trials.append(FakeTrial("t4", {"optim.lr": 0.005, "seed": 0}, "finished", "FINISHED", 1, [0.99]))
+    built = _build(root, "goals", GOALS_YAML, trials)
+    board = built.csv("leaderboard.csv").set_index("trial_id")
+
+    def dominated(a: tuple[float, float]) -> bool:  # by hand: higher probe and lower hours is better
+        return any(b[0] >= a[0] and b[1] <= a[1] and b != a for b in points.values())
+
+    assert {tid: bool(board.loc[tid, "pareto"]) for tid in points} == {tid: not dominated(p) for tid, p in points.items()}
+    assert not bool(board.loc["t4", "pareto"])
+    assert list(board.loc[list(points), "device_hours"]) == [h for _, h in points.values()]
+    assert "◆" in built.index.read_text() and "device_hours" in built.terminal

@@ -39,6 +39,7 @@ from rich.table import Table
 
 from ecg_tune.tune.best import RULE
 from ecg_tune.tune.csvsafe import safe_frame
+from ecg_tune.tune.leaderboard import COST_COLUMNS, PARETO_MARK
 from ecg_tune.tune.report.data import SweepRecord, open_sweep
 from ecg_tune.tune.report.html_page import (
     LEADERBOARD_ROWS,
@@ -181,7 +182,11 @@ def _leaderboard_intro(rec: SweepRecord) -> str:
     return (f"<p>{len(rec.trials)} trials ({states}; {done} trained the full budget). Objective: "
             f"{rec.mode} <code>{rec.objective}</code> (final value). Params shown are those that vary. "
             f"★ marks the best trial, the one the registry registers and the report's other sections use: "
-            f"{RULE}. Epochs marked (stopped): stopped early by the scheduler.</p>")
+            f"{RULE}. Epochs marked (stopped): stopped early by the scheduler."
+            + (f" {PARETO_MARK} marks the Pareto front over the objectives "
+               f"{', '.join(f'{m} ({d})' for m, d in zip(rec.objectives, rec.modes))}, among complete trials."
+               if len(rec.objectives) > 1 else "")
+            + " Cost columns (device_hours, params, ...) are what each trial used (tune/cost.py).</p>")
 
 
 def _plots(rec: SweepRecord, out: Path, sections: list[Section]) -> list[Path]:
@@ -294,9 +299,11 @@ def _print(rec: SweepRecord, board: pd.DataFrame, ablation: pd.DataFrame, paper:
     if board.empty:
         console.print(f"[bold]{rec.name}[/]: no trials yet")
     else:
-        fixed = ["rank", "best", "trial_id", "cell", "state", "epochs", rec.objective]
+        fixed = ["rank", "best", "pareto", "trial_id", "cell", "state", "epochs", *dict.fromkeys([rec.objective, *rec.objectives])]
+        fixed += [c for c in ("device_hours",) if c not in fixed]  # what each trial cost
         finals = [c for c in board.columns if c.endswith(".test_auc") and c != rec.objective]
-        others = [c for c in board.columns if c not in fixed and c not in finals and c not in ("budget_complete", "failure")]
+        others = [c for c in board.columns if c not in fixed and c not in finals
+                  and c not in ("budget_complete", "failure", *COST_COLUMNS)]
         params = [c for c in others if not c.endswith(("_auc", "_ci_low", "_ci_high"))][:TERMINAL_PARAMS]
         cols = [c for c in fixed + params + finals if c in board.columns]
         shown = leaderboard_display(board.head(TERMINAL_ROWS))[cols]

@@ -73,13 +73,15 @@ class SweepRecord:
     experiment_id: str
     parent_run_id: str | None
     sweep_dir: Path | None
-    objective: str
+    objective: str  # the first (or only) objective: what ranks the trials
     mode: str  # max | min
     space: list[Node]
     ablation: Ablation | None
     trials: list[Trial]  # in start order
     client: MlflowClient
     notes: list[str] = field(default_factory=list)
+    objectives: list[str] = field(default_factory=list)  # all objectives of a multi-objective sweep
+    modes: list[str] = field(default_factory=list)
     _histories: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict, repr=False)
     _jsons: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict, repr=False)
     _scores: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict, repr=False)
@@ -218,6 +220,8 @@ def _dedupe(trials: list[Trial], notes: list[str]) -> list[Trial]:
 class SpaceInfo:
     objective: str | None = None
     mode: str | None = None
+    objectives: list[str] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)
     space: list[Node] = field(default_factory=list)
     ablation: Ablation | None = None
 
@@ -231,8 +235,13 @@ def read_space(text: str) -> SpaceInfo:
     doc = yaml.safe_load(text) or {}
     info = SpaceInfo()
     obj = doc.get("objective") or {}
-    info.objective = obj.get("metric")
-    info.mode = obj.get("mode")
+    metric, mode = obj.get("metric"), obj.get("mode")
+    if isinstance(metric, list):  # several objectives: the first ranks, all mark the Pareto front
+        modes = mode if isinstance(mode, list) else [mode or "max"] * len(metric)
+        info.objectives, info.modes = [str(m) for m in metric], [str(m) for m in modes]
+        metric, mode = (metric[0], modes[0]) if metric else (None, None)
+    info.objective = metric
+    info.mode = mode
     info.space = _parse_space("space", doc.get("space") or {})
     abl = doc.get("ablation")
     if isinstance(abl, dict):
@@ -310,5 +319,5 @@ def open_sweep(name_or_path: str, *, storage: str | None = None, tracking_uri: s
     return SweepRecord(
         name=name, tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent_id, sweep_dir=sweep_dir,
         objective=objective, mode=mode, space=info.space, ablation=info.ablation, trials=trials,
-        client=client, notes=notes,
+        client=client, notes=notes, objectives=info.objectives or [objective], modes=info.modes or [mode],
     )

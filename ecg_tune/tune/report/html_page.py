@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ecg_tune.tune.leaderboard import BEST_MARK
+from ecg_tune.tune.leaderboard import BEST_MARK, PARETO_MARK
 from ecg_tune.tune.report.tables import x_order
 
 LEADERBOARD_ROWS = 200  # the page shows this many; leaderboard.csv has every trial
@@ -79,6 +79,8 @@ def leaderboard_display(board: pd.DataFrame) -> pd.DataFrame:
         out["budget_complete"] = [fmt(bool(v)) for v in out["budget_complete"]]
     if "best" in out.columns:
         out["best"] = [BEST_MARK if not pd.isna(v) and bool(v) else "" for v in out["best"]]
+    if "pareto" in out.columns:
+        out["pareto"] = [PARETO_MARK if bool(v) else "" for v in out["pareto"]]
     if "failure" in out.columns:  # a traceback tail can be 5000 characters; the CSV keeps all of it
         out["failure"] = [v if not isinstance(v, str) or len(v) <= FAILURE_CHARS else v[:FAILURE_CHARS] + "…" for v in out["failure"]]
     return out

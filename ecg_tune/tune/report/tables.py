@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ecg_tune.tune.best import Candidate, best, is_test_metric
-from ecg_tune.tune.leaderboard import rank_board
+from ecg_tune.tune.leaderboard import COST_COLUMNS, pareto_mask, rank_board
 from ecg_tune.tune.report.data import SweepRecord, Trial, curve_protocols, scalar_protocols
 from ecg_tune.tune.report.stats import Summary, summarize, welch
 
@@ -58,6 +58,8 @@ def leaderboard(rec: SweepRecord) -> pd.DataFrame:
         if with_cells:
             row["cell"] = t.cell or ""
         row.update({"state": t.state, "epochs": t.value("epoch"), "budget_complete": t.complete, obj: t.value(obj)})
+        row.update({m: t.value(m) for m in rec.objectives if m not in row})
+        row.update({c: t.value(c) for c in COST_COLUMNS if c in t.metrics and c not in row})
         row.update({k: typed(t.params.get(k)) for k in varying})
         row.update({k: t.value(k) for k in finals if k not in row})
         row["failure"] = t.failure
@@ -68,6 +70,11 @@ def leaderboard(rec: SweepRecord) -> pd.DataFrame:
     # best.py's rule: full-budget trials by objective, then early-stopped ones (most epochs first);
     # running and failed trials unranked at the bottom.
     ranked_df = rank_board(df, obj, rec.mode)
+    if len(rec.objectives) > 1:  # Pareto-optimal among the complete trials, over every objective
+        points: list[tuple[float, ...]] = [
+            tuple(float(r[m]) for m in rec.objectives) if bool(r["budget_complete"]) and r["state"] == "finished"
+            else (math.nan,) for _, r in ranked_df.iterrows()]
+        ranked_df.insert(2, "pareto", pareto_mask(points, rec.modes))
     if is_test_metric(obj):
         ranked_df["best"] = False
         rec.notes.append(f"the objective {obj} is a test-fold metric: no trial is called best (selection must use fold 9)")
