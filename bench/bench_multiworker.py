@@ -86,8 +86,11 @@ def main() -> None:
         [1, args.batch, f"{one:.3f}", f"{one * args.batch:.1f}", ", ".join(f"{v:.3f}" for v in results[1])],
         [2, 2 * args.batch, f"{two:.3f}", f"{two * 2 * args.batch:.1f}", ", ".join(f"{v:.3f}" for v in results[2])],
     ]))
-    print(f"speed-up 2 vs 1 worker (steps/s at the same per-worker batch): {speedup:.2f}x  "
-          f"target >= 1.6x: {verdict(speedup >= 1.6)}")
+    # At the same per-worker batch a 2-worker step does twice the work of a 1-worker step, so its
+    # steps/s ratio is at most 1x; the scaling figure (issue #17's 1.6x) is the throughput ratio.
+    print(f"steps/s ratio 2 vs 1 worker at the same per-worker batch: {speedup:.2f}x (ideal 1.0x)")
+    print(f"throughput speed-up 2 vs 1 worker (windows/s, communication included): {2 * speedup:.2f}x  "
+          f"target >= 1.6x: {verdict(2 * speedup >= 1.6)}")
     print(load.summary())
 
 
