@@ -36,10 +36,7 @@ def _run(rank: int, world: int, init_file: str, out: str, batch: int, steps: int
     try:
         from ecg_tune.config import TrialConfig
         from ecg_tune.data.store import SignalStore
-        from ecg_tune.ssl.methods.simclr import SimCLR
         from ecg_tune.ssl.train import Trainer
-
-        SimCLR.sync_batchnorm = sync_bn
 
         rng = np.random.default_rng(0)
         store = SignalStore.from_signals([rng.normal(0, 0.5, (12, 1000)).astype(np.float32) for _ in range(512)],
@@ -47,6 +44,7 @@ def _run(rank: int, world: int, init_file: str, out: str, batch: int, steps: int
         cfg = TrialConfig.from_flat({
             "method.name": "simclr", "encoder.name": "xresnet1d50", "train.batch_size": batch * world,
             "train.epochs": 2, "train.steps_per_epoch": steps, "seed": 0,
+            "train.sync_batchnorm": "auto" if sync_bn else "off",
         })
         trainer = Trainer.from_config(cfg, store, np.arange(len(store)), lead_names=LEADS, device="cpu")
         trainer.train_epoch()  # warm-up: allocator, native augmentation kernel, gloo connections
@@ -70,7 +68,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="per-worker batch")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration and round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--no-sync-bn", action="store_true", help="per-rank BatchNorm (SimCLR.sync_batchnorm off)")
+    parser.add_argument("--no-sync-bn", action="store_true", help="per-rank BatchNorm (train.sync_batchnorm=off)")
     args = parser.parse_args()
     header("Data-parallel CPU scaling (bench/bench_multiworker.py)",
            f"SimCLR xresnet1d50, per-worker batch {args.batch} x 12 x 250, {args.steps} timed steps, 1 thread/worker")

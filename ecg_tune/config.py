@@ -81,6 +81,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile of the encoder(s), any device (CPU needs g++ and Python headers)
     steps_per_epoch: int = 0  # 0 = one random window per record per epoch
     checkpoint_every: int = 1  # epochs
+    # Data-parallel BatchNorm: auto = the method's policy (global for SimCLR/BYOL/SwAV, per rank for a
+    # per-sample loss), on = over the global batch, off = each rank's slice (far fewer collectives: the
+    # faster choice on CPU workers, at the cost of the global-batch semantics).
+    sync_batchnorm: str = "auto"
 
 
 @dataclass
@@ -274,6 +278,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.mode": ("auto", "memory", "stream"),
     "evaluation.curve_protocol": ("finetune", "linear"),
     "evaluation.recipe": ("auto", "none"),
+    "train.sync_batchnorm": ("auto", "on", "off"),
 }
 
 

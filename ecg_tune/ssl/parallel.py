@@ -15,7 +15,7 @@ in tests), the trainer trains with the semantics of the global batch:
   also carries the step's loss, so every rank sees the same global loss (and stops together on a NaN).
   With the losses' gathers (NT-Xent, CMSC, Sinkhorn) the update is the one-process update on the
   global batch; EMA targets (BYOL, JEPA) stay identical because every rank applies the same update.
-* BatchNorm: where `Method.sync_batchnorm` is set, BatchNorm layers become `GlobalBatchNorm`
+* BatchNorm: where `Method.sync_batchnorm` is set (or `train.sync_batchnorm: on`), BatchNorm layers become `GlobalBatchNorm`
   (statistics over the global batch during training steps).
 * Epoch metrics are means over ranks; checkpoints are written by rank 0 and hold every rank's random
   generator states, so a resumed run with the same number of workers continues every rank's streams.
@@ -85,11 +85,12 @@ class ShardedAugment:
         return torch.cat([self.pipeline(c, generator=g) for c, g in zip(x.chunk(n), self.generators)])
 
 
-def prepare_method(method: Method, parallel: Parallel) -> None:
-    """Global BatchNorm where the method asks for it, and rank 0's weights on every rank."""
+def prepare_method(method: Method, parallel: Parallel, sync_batchnorm: str = "auto") -> None:
+    """Global BatchNorm where the method asks for it (`train.sync_batchnorm` auto) or the config says
+    so (on; off: never), and rank 0's weights on every rank."""
     if not parallel.active:
         return
-    if method.sync_batchnorm:
+    if method.sync_batchnorm if sync_batchnorm == "auto" else sync_batchnorm == "on":
         convert_batchnorm(method)
     broadcast_module(method)
 

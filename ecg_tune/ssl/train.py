@@ -117,7 +117,7 @@ class Trainer:
         torch.manual_seed(global_seed(self.seed, r))
         np.random.seed(derived_seed(self.seed, 2, *((r,) if r else ())) % 2**32)
         random.seed(derived_seed(self.seed, 3, *((r,) if r else ())))
-        prepare_method(method, self.parallel)
+        prepare_method(method, self.parallel, train_cfg.sync_batchnorm)
         self.method = method.to(self.device)
         self.augment = augment_pipeline.to(self.device)
         self.optim_cfg, self.train_cfg = optim_cfg, train_cfg

@@ -10,6 +10,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -87,3 +88,25 @@ def test_helpers_are_identities_without_a_process_group() -> None:
     assert gather_with_grad(t) is t
     assert all_reduce_sum(t) is t and all_reduce_max(t) is t
     assert (rank(), world_size()) == (0, 1)
+
+
+@pytest.mark.parametrize(("method", "setting", "global_bn"), [
+    ("simclr", "auto", True), ("simclr", "off", False), ("simclr", "on", True),
+    ("supervised", "auto", False), ("supervised", "on", True),
+])
+def test_train_sync_batchnorm_overrides_the_methods_policy(method: str, setting: str, global_bn: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import ecg_tune.ssl.parallel as parallel_module
+    from ecg_tune.plugins import ENCODERS, METHODS
+    from ecg_tune.ssl.global_batchnorm import GlobalBatchNorm
+
+    monkeypatch.setattr(parallel_module, "broadcast_module", lambda module: None)  # no process group here
+    cls = METHODS[method]
+    encoder = ENCODERS["xresnet1d50"](ENCODERS["xresnet1d50"].Params(width=8), 12, 250)
+    params = cls.Params(n_classes=5) if method == "supervised" else cls.Params()
+    model = cls(encoder, params)
+    parallel_module.prepare_method(model, SimpleNamespace(active=True), setting)
+    kinds = {type(m) for m in model.modules()}
+    assert (GlobalBatchNorm in kinds) == global_bn and (torch.nn.BatchNorm1d in kinds) != global_bn
