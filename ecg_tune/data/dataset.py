@@ -76,7 +76,8 @@ class ECGDataset:
         """float32 (leads, time) in mV."""
         return self.store.signal(self.row(record_id))
 
-    def _set(self, label_set: str | None) -> str:
+    def label_set_name(self, label_set: str | None) -> str:
+        """`label_set`, or the dataset's default when None; a DatasetError naming the known ones if absent."""
         name = label_set or self.manifest.default_label_set
         if name not in self.manifest.label_sets:
             known = ", ".join(self.label_sets) or "(none)"
@@ -85,11 +86,11 @@ class ECGDataset:
 
     def label_vocabulary(self, label_set: str | None = None) -> list[str]:
         """The sorted class names of a label set (the column order of `targets`)."""
-        return list(self.manifest.label_sets[self._set(label_set)]["vocabulary"])
+        return list(self.manifest.label_sets[self.label_set_name(label_set)]["vocabulary"])
 
     def targets(self, label_set: str | None = None, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """float32 multi-hot (n, classes) for `indices` (default: all rows), classes in vocabulary order."""
-        name = self._set(label_set)
+        name = self.label_set_name(label_set)
         vocabulary = self.label_vocabulary(name)
         if name not in self._label_index:
             index = {code: j for j, code in enumerate(vocabulary)}

@@ -23,18 +23,18 @@ from torch import nn
 from ecg_tune.ssl.distributed import all_reduce_with_grad, world_size
 
 
-class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
-    sync: bool = False
+class GlobalBatchNorm(nn.BatchNorm1d):
+    """A BatchNorm1d (the norm of every 1-D ECG encoder here) whose statistics, while `sync` is set,
+    are those of the global batch."""
 
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"expected at least 2-D input (batch, channels, ...), got {input.dim()}-D")
+    sync: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         if not (self.sync and batch_stats and world_size() > 1):
             return super().forward(x)
-        self._check_input_dim(x)
+        if x.dim() not in (2, 3):
+            raise ValueError(f"expected 2-D or 3-D input (batch, channels[, time]), got {x.dim()}-D")
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
         xf = x.float()
@@ -66,11 +66,12 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm1d/2d/3d below (and at) `module` by a `GlobalBatchNorm` with the same
-    parameters and buffers (the same tensor objects); returns the module (the new one at the root)."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-        module, GlobalBatchNorm | nn.SyncBatchNorm
-    ):
+    """Replace every BatchNorm1d below (and at) `module` by a `GlobalBatchNorm` with the same
+    parameters and buffers (the same tensor objects); returns the module (the new one at the root).
+    A 2-D or 3-D BatchNorm (no ECG encoder has one) is refused rather than left per rank unnoticed."""
+    if isinstance(module, nn.BatchNorm2d | nn.BatchNorm3d):
+        raise TypeError(f"{type(module).__name__}: global BatchNorm supports BatchNorm1d only")
+    if isinstance(module, nn.BatchNorm1d) and not isinstance(module, GlobalBatchNorm):
         new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         new.weight, new.bias = module.weight, module.bias
         new.running_mean, new.running_var = module.running_mean, module.running_var
@@ -98,7 +99,7 @@ def synchronise(module: nn.Module, enabled: bool = True) -> Iterator[None]:
 
 
 def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    return any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d | nn.SyncBatchNorm) for m in module.modules())
 
 
 __all__ = ["GlobalBatchNorm", "convert_batchnorm", "has_batchnorm", "synchronise"]

@@ -138,7 +138,7 @@ def check_data(spec: SweepSpec, datasets: dict[str, Any]) -> None:
         if cfg.data.downstream:
             try:
                 downstream = datasets.get(cfg.data.downstream) or open_dataset(cfg.data.downstream)
-                downstream._set(cfg.data.label_set)
+                downstream.label_set_name(cfg.data.label_set)
             except DatasetError as exc:
                 raise ConfigError(paths.get("data.label_set", "data.label_set"), str(exc)) from None
         if cfg.train.steps_per_epoch:

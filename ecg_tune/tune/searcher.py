@@ -115,10 +115,12 @@ class StudySearcher(Searcher):
         self.told.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
-        # Ray writes this file atomically (save_to_dir); the study itself lives in its storage.
+        # Ray writes this file atomically (save_to_dir); the study itself lives in its storage. The
+        # sampler goes with it: its random state, restored, keeps a resumed sweep from drawing again
+        # the configs it drew after its start.
         with open(checkpoint_path, "wb") as f:
             pickle.dump({"version": _STATE_VERSION, "trials": self.trials, "told": self.told,
-                         "budget_told": self.budget_told}, f)
+                         "budget_told": self.budget_told, "sampler": self.study.sampler}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
@@ -127,6 +129,7 @@ class StudySearcher(Searcher):
             raise EcgTuneError(f"{checkpoint_path}: searcher state written by another ecg-tune version "
                                "(before the Optuna study searcher); resume this sweep with that version")
         self.trials, self.told, self.budget_told = state["trials"], state["told"], state["budget_told"]
+        self.study.sampler = state["sampler"]
         self.fail_orphans()
 
     # ------------------------------------------------------------------ helpers

@@ -67,10 +67,20 @@ def distributions(nodes: list[Node]) -> dict[str, Any]:
 
 
 def _holds(dist: Any, value: Any) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except Exception:
+    """Whether an Optuna distribution can hold `value` (from its public attributes)."""
+    import optuna.distributions as d
+
+    if isinstance(dist, d.CategoricalDistribution):
+        return any(value == c and type(value) is type(c) for c in dist.choices)
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return False
+    if not dist.low <= value <= dist.high:
+        return False
+    step = getattr(dist, "step", None)
+    if step is None:
+        return not isinstance(dist, d.IntDistribution) or float(value).is_integer()
+    k = (value - dist.low) / step
+    return abs(k - round(k)) < 1e-8
 
 
 def warm_trials(old_trials: list[Any], new_dists: dict[str, Any], mapping: dict[str, str],

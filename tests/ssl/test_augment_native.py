@@ -213,3 +213,32 @@ def test_a_forked_child_splits_batches_across_threads_too():
 def _kernel_on_two_threads(x, start, crop, sums):
     torch.set_num_threads(2)
     return native.resized_crop(x, start, crop, sums).numpy()  # by value, not torch's fd sharing
+
+
+@needs_kernel
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 30),
+    length=st.integers(3, 400),
+    levels=st.sampled_from([0, 3, 50]),  # 0: continuous keys; else keys on a few levels (many ties)
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_subset_selection_in_c_equals_the_sort_in_torch(batch, length, levels, seed):
+    """The compiled selection gives the sums of the sort-based reference bit for bit, ties at the
+    threshold included (cut by position), for every crop length from 2 to T."""
+    from ecg_tune.ssl.augment.random_resized_crop import subset_sums_from_keys
+
+    g = gen(seed)
+    keys = torch.rand(batch, length - 2, generator=g)
+    if levels:
+        keys = (keys * levels).floor() / levels
+    crop = torch.randint(2, length + 1, (batch,), generator=g)
+    got = native.subset_sums(keys, crop, length)
+    want = subset_sums_from_keys(keys, crop, length)
+    assert got is not None and torch.equal(got, want)
+    # By hand: each row's first crop-2 sums are increasing gaps over (T-crop+1), the rest are 1.
+    for b in range(batch):
+        inner = int(crop[b]) - 2
+        assert torch.all(got[b, inner:] == 1.0)
+        gaps = got[b, :inner] * (length - int(crop[b]) + 1) - 0.5
+        assert torch.all(gaps.round() >= 0) and torch.all(gaps.round()[1:] >= gaps.round()[:-1])

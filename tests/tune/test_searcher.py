@@ -167,6 +167,16 @@ def test_save_and_restore_keep_the_trials_and_fail_the_orphans_of_a_crashed_driv
     second.on_trial_complete("a", {"probe_auc": 0.7, "epoch": 4, FULL_BUDGET_KEY: 1.0})
     assert second.study.get_trials(deepcopy=False)[0].value == 0.7
 
+    # The sampler's random state is restored too: a resumed driver draws what the first would have.
+    third = make_searcher(spec, storage_url=f"sqlite:///{tmp_path / 'other.db'}")
+    for tid in ("x", "y"):
+        third.suggest(tid)
+    third.save(str(tmp_path / "third.pkl"))
+    expected = third.suggest("z")
+    fourth = make_searcher(spec, storage_url=f"sqlite:///{tmp_path / 'other2.db'}")
+    fourth.restore(str(tmp_path / "third.pkl"))
+    assert fourth.suggest("z") == expected != fourth.suggest("x")
+
     (tmp_path / "old.pkl").write_bytes(pickle.dumps({"_ot_trials": {}}))  # another version's layout
     with pytest.raises(EcgTuneError, match="another ecg-tune version"):
         second.restore(str(tmp_path / "old.pkl"))

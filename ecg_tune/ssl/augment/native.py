@@ -96,6 +96,8 @@ def library() -> ctypes.CDLL | None:
         return None
     lib.ecg_rrc_forward.restype = ctypes.c_int
     lib.ecg_rrc_forward.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 3
+    lib.ecg_subset_sums.restype = ctypes.c_int
+    lib.ecg_subset_sums.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2
     lib.ecg_zero_blocks.restype = None
     lib.ecg_zero_blocks.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
     return lib
@@ -179,3 +181,22 @@ def zero_blocks(x: torch.Tensor, start: torch.Tensor, size: torch.Tensor) -> boo
 
     _split(batch, run)
     return True
+
+
+def subset_sums(keys: torch.Tensor, crop: torch.Tensor, length: int) -> torch.Tensor | None:
+    """`random_resized_crop.subset_sums_from_keys` (the same values) by a selection instead of a sort;
+    None when the kernel does not apply (keys not on the CPU) or is unavailable."""
+    if keys.device.type != "cpu" or (lib := library()) is None:
+        return None
+    batch = keys.shape[0]
+    keys = keys.to(torch.float32).contiguous()
+    crop = crop.to(torch.int64).contiguous()
+    out = torch.empty(batch, length - 1, dtype=torch.float32)
+    per_keys, per_sums = (length - 2) * 4, (length - 1) * 4
+
+    def run(lo: int, hi: int) -> int:
+        return lib.ecg_subset_sums(keys.data_ptr() + lo * per_keys, crop.data_ptr() + lo * 8,
+                                   out.data_ptr() + lo * per_sums, hi - lo, length)
+
+    _split(batch, run)
+    return out

@@ -123,9 +123,16 @@ def subset_sums(
     so sums[k] = (g_k + 0.5) / (T-crop+1) with sums[crop-2] = 1 returns p_k exactly (the 0.5 keeps the
     floor away from float32 rounding), and entries past crop-2 (>= 1) place nothing.
     """
-    batch, inner_max = crop.shape[0], length - 2
+    keys = torch.rand(crop.shape[0], length - 2, generator=generator, device=device, dtype=torch.float32)
+    fast = native.subset_sums(keys, crop, length)  # CPU: a selection per row in C instead of a sort
+    return fast if fast is not None else subset_sums_from_keys(keys, crop, length)
+
+
+def subset_sums_from_keys(keys: torch.Tensor, crop: torch.Tensor, length: int) -> torch.Tensor:
+    """`subset_sums` from its random keys (B, T-2), in PyTorch (CUDA, or CPU without the kernel)."""
+    device = keys.device
+    batch, inner_max = keys.shape[0], length - 2
     inner = (crop - 2).to(device)
-    keys = torch.rand(batch, inner_max, generator=generator, device=device, dtype=torch.float32)
     ordered = keys.sort(dim=1).values
     threshold = ordered.gather(1, (inner - 1).clamp(min=0).unsqueeze(1))
     chosen = (keys <= threshold) & (inner > 0).unsqueeze(1)

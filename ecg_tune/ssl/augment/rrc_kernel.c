@@ -186,3 +186,62 @@ void ecg_zero_blocks(float *x, const int64_t *start, const int64_t *size, int64_
         for (int64_t l = 0; l < L; l++) memset(x + (b * L + l) * T + start[b], 0, (size_t)size[b] * sizeof(float));
     }
 }
+
+/* The k-th smallest (0-based) of n floats, rearranging a (quickselect, Hoare partition: expected
+ * O(n), where a sort of the row was most of the augmentation's cost). No NaN (uniform keys). */
+static float kth_smallest(float *a, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const float pivot = a[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < pivot) i++;
+            while (a[j] > pivot) j--;
+            if (i <= j) {
+                const float t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return a[k];
+    }
+    return a[k];
+}
+
+/* `subset_sums_from_keys` of random_resized_crop.py for B rows of T-2 uniform keys, into sums
+ * (B, T-1): the crop-2 smallest keys of a row (a tie at the threshold cut by position) mark its
+ * interior positions p_r (1-based slots, in order), and sums[r] = ((p_r - 1 - r) + 0.5) / (T-crop+1),
+ * the same float32 operations in the same order; every other entry is 1. Returns 1 when out of
+ * memory. */
+int ecg_subset_sums(const float *keys, const int64_t *crop, float *sums, int64_t B, int64_t T) {
+    const int64_t n = T - 2;
+    float *scratch = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (!scratch) return 1;
+    for (int64_t b = 0; b < B; b++) {
+        const float *key = keys + b * n;
+        float *s = sums + b * (T - 1);
+        const int64_t inner = crop[b] - 2;
+        for (int64_t k = 0; k < T - 1; k++) s[k] = 1.0f;
+        if (inner <= 0) continue;
+        memcpy(scratch, key, sizeof(float) * (size_t)n);
+        const float threshold = kth_smallest(scratch, n, inner - 1);
+        const float den = (float)(T - crop[b]) + 1.0f;
+        int64_t r = 0;
+        for (int64_t j = 0; j < n && r < inner; j++) {
+            if (key[j] <= threshold) {
+                const float gap = (float)(j + 1) - 1.0f - (float)r;
+                s[r] = (gap + 0.5f) / den;
+                r++;
+            }
+        }
+    }
+    free(scratch);
+    return 0;
+}

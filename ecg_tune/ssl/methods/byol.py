@@ -60,7 +60,7 @@ class BYOL(Method):
         for p in self.target.parameters():
             p.requires_grad_(False)
         for m in self.target.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
                 m.momentum = 0.0
         self.last_tau = params.tau0
 
@@ -89,8 +89,8 @@ class BYOL(Method):
         """target <- tau * target + (1 - tau) * online, for all parameters and float buffers;
         integer buffers (BatchNorm's num_batches_tracked) are copied."""
         t_float, o_float, t_int, o_int = self._pairs()
-        if t_float:
-            torch._foreach_lerp_(t_float, [o.detach() for o in o_float], 1.0 - tau)
+        for t, o in zip(t_float, o_float):  # (torch's fused _foreach ops are not public API)
+            t.lerp_(o.detach(), 1.0 - tau)
         for t, o in zip(t_int, o_int):
             t.copy_(o)
 

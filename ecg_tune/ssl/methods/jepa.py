@@ -149,7 +149,8 @@ class JEPA(Method):
         online = dict(self.encoder.named_parameters()) | dict(self.encoder.named_buffers())
         target = dict(self.target_encoder.named_parameters()) | dict(self.target_encoder.named_buffers())
         pairs = [(target[k], v) for k, v in online.items() if v.is_floating_point()]
-        torch._foreach_lerp_([t for t, _ in pairs], [o.detach() for _, o in pairs], 1.0 - momentum)
+        for t, o in pairs:  # (torch's fused _foreach ops are not public API)
+            t.lerp_(o.detach(), 1.0 - momentum)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.last_momentum = ema_momentum(self.params.ema_start, self.params.ema_end, step, total_steps)
