@@ -51,6 +51,7 @@ class WindowBatches:
         resident: bool = False,
         steps_per_epoch: int = 0,
         shard: tuple[int, int] = (0, 1),
+        groups: np.ndarray | None = None,
     ):
         if window < 1:
             raise ConfigError("data.window", f"must be positive, got {window}")
@@ -74,6 +75,8 @@ class WindowBatches:
         indices = np.asarray(indices, dtype=np.int64)
         if targets is not None and len(targets) != len(indices):
             raise ValueError(f"targets has {len(targets)} rows for {len(indices)} indices")
+        if groups is not None and len(groups) != len(indices):
+            raise ValueError(f"groups has {len(groups)} entries for {len(indices)} indices")
         long_enough = store.lengths[indices] >= self.window
         self.n_too_short = int((~long_enough).sum())
         self.indices = indices[long_enough]
@@ -104,6 +107,8 @@ class WindowBatches:
         if targets is not None:
             kept = torch.as_tensor(np.asarray(targets, dtype=np.float32)[long_enough])
             self._targets = kept.to(self.device)
+        # Patient ids (integers) aligned with the kept indices, for methods that contrast patients.
+        self._groups = None if groups is None else torch.as_tensor(np.asarray(groups, dtype=np.int64)[long_enough]).to(self.device)
         self._pin = self.device.type == "cuda" and not resident
         if resident:
             with warnings.catch_warnings():
@@ -135,10 +140,12 @@ class WindowBatches:
             x = self._gather(self.indices[pos], rng)
             if self._norm is not None:
                 x = (x - self._norm[0]) / self._norm[1]
-            y = None
-            if self._targets is not None:
-                y = self._targets[torch.from_numpy(pos[self._keep]).to(self.device)]
-            yield Batch(x, y)
+            y = g = None
+            if self._targets is not None or self._groups is not None:
+                local = torch.from_numpy(pos[self._keep]).to(self.device)
+                y = None if self._targets is None else self._targets[local]
+                g = None if self._groups is None else self._groups[local]
+            yield Batch(x, y, g)
 
     def _gather(self, records: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         # Starts are drawn for the whole (global) batch, so every shard consumes the generator alike.

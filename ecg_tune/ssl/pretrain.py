@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecg_tune.config import TrialConfig
+from ecg_tune.config import TrialConfig, check_params
 from ecg_tune.data.dataset import ECGDataset, open_dataset
 from ecg_tune.data.leads import lead_order
 from ecg_tune.data.leakage import find_leakage
@@ -66,6 +66,7 @@ class PretrainData:
     excluded_leakage: int
     targets: np.ndarray | None = None
     label_vocabulary: list[str] | None = None
+    groups: np.ndarray | None = None  # patient ids as integers, aligned with indices (Method.needs_groups)
     mode: str = "memory"
     mode_reason: str = ""
 
@@ -130,7 +131,24 @@ def prepare_data(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None =
     data = PretrainData(store, indices, lead_names, normalization, excluded, mode="memory", mode_reason=reason)
     if METHODS[cfg.method.name].needs_labels:
         _attach_targets(cfg, datasets, data)
+    method = METHODS[cfg.method.name]
+    if method.needs_groups(check_params("method", method.Params, dict(cfg.method.params))):
+        data.groups = patient_groups(datasets)[indices]
     return data
+
+
+def patient_groups(datasets: list[ECGDataset]) -> np.ndarray:
+    """One integer per record of the concatenated datasets: equal for records of the same patient of
+    the same dataset; a record without a patient id is a patient of its own."""
+    import pandas as pd
+
+    keys = []
+    for i, ds in enumerate(datasets):
+        pid = ds.records["patient_id"] if "patient_id" in ds.records.columns else pd.Series([None] * len(ds))
+        own = pd.Series([f"{i}/record/{r}" for r in range(len(ds))])
+        keys.append(pd.Series([f"{i}/patient/{p}" for p in pid.astype(str)]).where(pid.notna().to_numpy(), own))
+    codes, _ = pd.factorize(pd.concat(keys, ignore_index=True))
+    return codes.astype(np.int64)
 
 
 def _choose_mode(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None) -> tuple[str, str]:
@@ -189,7 +207,8 @@ def run_pretraining(
     data = prepare_data(cfg)
 
     if last.exists():
-        trainer = Trainer.restore(last, data.store, data.indices, device=device, targets=data.targets, progress=progress)
+        trainer = Trainer.restore(last, data.store, data.indices, device=device, targets=data.targets, progress=progress,
+                                  groups=data.groups)
         _check_same_run(last, trainer.header.get("config", {}), cfg)
     else:
         trainer = Trainer.from_config(
@@ -202,6 +221,7 @@ def run_pretraining(
             label_vocabulary=data.label_vocabulary,
             device=device,
             progress=progress,
+            groups=data.groups,
         )
         # Provenance: what the encoder has seen (and what was kept out of it).
         trainer.header["pretraining_data"] = {

@@ -164,16 +164,18 @@ class Trainer:
         device: str | torch.device | None = None,
         progress: bool = False,
         augment_shards: int = 1,
+        groups: np.ndarray | None = None,
     ) -> Trainer:
         """Build everything from a trial config.
 
         `lead_names` are the leads the model sees, in order (a subset of `store.lead_names`);
-        `normalization` is `(mean, std)` for those leads; `targets` are aligned with `indices`.
+        `normalization` is `(mean, std)` for those leads; `targets` and `groups` (patient ids as
+        integers, for methods that ask: `Method.needs_groups`) are aligned with `indices`.
         """
         device = torch.device(device) if device is not None else default_device()
         method, pipeline, batches, header = trainer_parts(
             cfg, store, indices, lead_names=lead_names, normalization=normalization, targets=targets,
-            label_vocabulary=label_vocabulary, device=device,
+            label_vocabulary=label_vocabulary, device=device, groups=groups,
         )
         return cls(
             method, pipeline, cfg.optim, cfg.train, batches, device=device, seed=cfg.seed, header=header,
@@ -190,6 +192,7 @@ class Trainer:
         device: str | torch.device | None = None,
         targets: np.ndarray | None = None,
         progress: bool = False,
+        groups: np.ndarray | None = None,
     ) -> Trainer:
         """A trainer that continues exactly where the checkpoint at `path` (written by `save`) stopped."""
         ckpt = load_checkpoint(path)
@@ -210,6 +213,7 @@ class Trainer:
             label_vocabulary=header.get("label_vocabulary"),
             device=device,
             progress=progress,
+            groups=groups,
         )
         trainer.header = {k: v for k, v in header.items() if k not in _PROGRESS_KEYS}
         trainer.load_state(ckpt)

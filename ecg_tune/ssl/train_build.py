@@ -33,6 +33,7 @@ def trainer_parts(
     targets: np.ndarray | None,
     label_vocabulary: Sequence[str] | None,
     device: torch.device,
+    groups: np.ndarray | None = None,
 ) -> tuple[Method, Pipeline, WindowBatches | StreamBatches, dict[str, Any]]:
     parallel = Parallel.current()
     lead_names = list(lead_names)
@@ -50,6 +51,10 @@ def trainer_parts(
         method = build_trial_method(cfg, method_params, len(lead_names), window)
     if method.needs_labels and targets is None:
         raise ConfigError("method.name", f"method {cfg.method.name!r} trains on labels; no targets were given")
+    wants_groups = type(method).needs_groups(method.params)
+    if wants_groups and (groups is None or isinstance(store, StreamSource)):
+        raise ConfigError("method.positives", f"method {cfg.method.name!r} with these params contrasts patients: "
+                                              "it needs the records' patient ids, which only data.mode=memory provides")
 
     pipeline = build_pipeline(cfg.augment.pipeline, cfg.augment.params, store.fs)
     batches: WindowBatches | StreamBatches
@@ -75,6 +80,7 @@ def trainer_parts(
             resident=fits_on_device(store, device),
             steps_per_epoch=cfg.train.steps_per_epoch,
             shard=(parallel.rank, parallel.world),
+            groups=groups if wants_groups else None,
         )
     header = run_header(cfg, method, store.fs, window, lead_names, normalization, label_vocabulary=label_vocabulary)
     return method, pipeline, batches, header

@@ -109,7 +109,7 @@ def _build_trainer(
     """
     trainer = Trainer.from_config(
         cfg, pool.store, pool.indices, lead_names=pool.lead_names, normalization=pool.normalization,
-        targets=pool.targets, label_vocabulary=pool.label_vocabulary, device=device,
+        targets=pool.targets, label_vocabulary=pool.label_vocabulary, device=device, groups=pool.groups,
     )
     if checkpoint is None:
         return trainer

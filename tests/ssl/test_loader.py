@@ -178,3 +178,18 @@ def test_flat_lead_is_only_centred() -> None:
     assert torch.allclose(b.x[:, 1], r.x[:, 1] - 1.0)
     with pytest.raises(ValueError, match=">= 0"):
         WindowBatches(store, np.arange(20), window=16, batch_size=4, seed=0, normalization=([0.0] * 3, [1.0, -1.0, 1.0]))
+
+
+def test_batches_carry_the_patient_id_of_each_windows_record() -> None:
+    """Record r holds the constant r, so each window says which record it came from; its group must be
+    that record's patient, on every rank's slice too."""
+    n = 24
+    store = SignalStore.from_signals([np.full((2, 300), float(r), dtype=np.float32) for r in range(n)], ["I", "II"], 100.0)
+    patient = np.arange(n) // 3  # three records per patient
+    indices = np.arange(0, n, 2)  # every other record: groups are aligned with these
+    for shard in ((0, 1), (0, 2), (1, 2)):
+        batches = WindowBatches(store, indices, window=50, batch_size=4, seed=1, shard=shard,
+                                groups=patient[indices], steps_per_epoch=5)
+        for batch in batches.epoch(0):
+            records = batch.x[:, 0, 0].round().long()
+            assert batch.groups is not None and torch.equal(batch.groups, torch.from_numpy(patient)[records])

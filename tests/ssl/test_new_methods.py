@@ -213,6 +213,43 @@ def test_cmsc_loss_is_symmetric_infonce_over_adjacent_segments() -> None:
     assert float(loss.detach()) == pytest.approx((rows + cols) / 2, rel=1e-4)
 
 
+def test_cmsc_patient_positives_by_hand() -> None:
+    """CLOCS' patient-level CMSC: the segments of every record of the anchor's patient are positives;
+    each direction's loss is the mean over an anchor's positives of -log softmax."""
+    method = build("cmsc", temperature=0.2, positives="patient")
+    method.encoder.eval()
+    x = signal(5, 2 * LENGTH, seed=4)
+    patients = [7, 3, 7, 9, 3]  # records 0 and 2, 1 and 4 share a patient
+    loss, metrics = method.training_step(Batch(x, groups=torch.tensor(patients)), identity)
+    with torch.no_grad():
+        z1 = method.projector(method.encoder(x[..., :LENGTH])).double()
+        z2 = method.projector(method.encoder(x[..., LENGTH:])).double()
+    sims = [[float(z1[i] @ z2[j] / (z1[i].norm() * z2[j].norm())) / 0.2 for j in range(5)] for i in range(5)]
+
+    def direction(s: list[list[float]]) -> float:
+        total = 0.0
+        for i in range(5):
+            norm = math.log(sum(math.exp(v) for v in s[i]))
+            pos = [j for j in range(5) if patients[j] == patients[i]]
+            total += sum(norm - s[i][j] for j in pos) / len(pos)
+        return total / 5
+
+    transposed = [[sims[j][i] for j in range(5)] for i in range(5)]
+    assert float(loss.detach()) == pytest.approx((direction(sims) + direction(transposed)) / 2, rel=1e-4)
+    assert 0.0 <= float(metrics["contrastive_accuracy"]) <= 1.0
+    # One patient per record: exactly the record-level loss.
+    unique, _ = method.training_step(Batch(x, groups=torch.arange(5)), identity)
+    record = build("cmsc", temperature=0.2)
+    record.load_state_dict(method.state_dict())
+    record.encoder.eval()
+    same, _ = record.training_step(Batch(x), identity)
+    assert float(unique.detach()) == pytest.approx(float(same.detach()), rel=1e-6)
+    with pytest.raises(ConfigError, match="method.positives"):
+        method.training_step(Batch(x), identity)  # no patient ids given
+    with pytest.raises(ConfigError, match="method.positives"):
+        build("cmsc", positives="session")
+
+
 # ------------------------------------------------------------------------------------- overfit, defaults
 
 

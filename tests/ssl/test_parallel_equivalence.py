@@ -45,7 +45,10 @@ CASES: dict[str, dict[str, Any]] = {
     "jepa": {**VIT, "method.predictor_dim": 8, "method.predictor_depth": 1, "method.predictor_heads": 2,
              "method.n_targets": 2, "method.min_block": 2},
     "cmsc": {**XRES, "method.proj_dim": 8, "method.use_augment": True},
+    # CLOCS' patient-level positives: patient ids gathered with the embeddings (two records per patient)
+    "cmsc-patient": {**XRES, "method.proj_dim": 8, "method.positives": "patient"},
 }
+PATIENTS = {"cmsc-patient": lambda n: np.arange(n) // 2}
 # Where each method draws from torch's global generator (the name bound in the method's module).
 DRAWS = {"cpc": "cpc_negative_indices", "mae": "random_lead_masks", "jepa": "jepa_block_masks"}
 
@@ -58,7 +61,7 @@ def _store() -> SignalStore:
 
 def _config(name: str) -> TrialConfig:
     flat: dict[str, Any] = {
-        "method.name": name, "data.window": 100, "train.batch_size": GLOBAL_BATCH, "train.epochs": EPOCHS,
+        "method.name": name.split("-")[0], "data.window": 100, "train.batch_size": GLOBAL_BATCH, "train.epochs": EPOCHS,
         "train.steps_per_epoch": STEPS, "optim.lr": 0.05, "optim.schedule": "constant", "seed": 5,
         "augment.pipeline": "random_resized_crop,timeout,gaussian_noise",
     }
@@ -112,8 +115,9 @@ def _sgd(setattr_: Any = setattr) -> None:
 
 def _train(name: str, out_dir: Path, rank: int, world: int, calls: dict[str, int]) -> dict[str, Any]:
     cfg, store = _config(name), _store()
+    groups = PATIENTS[name](len(store)) if name in PATIENTS else None
     trainer = Trainer.from_config(cfg, store, np.arange(len(store)), lead_names=LEADS, device="cpu",
-                                  augment_shards=world if not dist.is_initialized() else 1)
+                                  augment_shards=world if not dist.is_initialized() else 1, groups=groups)
     trainer.fit(1)
     ckpt = out_dir / f"{name}-{world}.ckpt"
     trainer.save(ckpt)
@@ -136,7 +140,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             dist.barrier()  # rank 0 has written the checkpoint
             # A resumed run (every rank restores rank 0's checkpoint) continues bit for bit.
             store = _store()
-            resumed = Trainer.restore(run["ckpt"], store, np.arange(len(store)), device="cpu")
+            resumed = Trainer.restore(run["ckpt"], store, np.arange(len(store)), device="cpu",
+                                      groups=PATIENTS[name](len(store)) if name in PATIENTS else None)
             calls["n"] = run["calls_at_ckpt"]
             resumed.fit()
             same = all(torch.equal(a, b) for a, b in zip(resumed.method.state_dict().values(), run["state"].values()))

@@ -185,3 +185,31 @@ def test_end_to_end_on_a_synthetic_dataset(tmp_path: Path, one_thread: None) -> 
     assert enc.header["preprocessing"]["normalization"] is not None
     assert enc.build_encoder()(torch.zeros(2, 12, 250)).shape == (2, 512)
     assert math.isfinite(metrics_log(tmp_path / "run")[0]["loss"])
+
+
+def test_cmsc_with_patient_positives_gets_patient_ids_from_the_records(tmp_path: Path, one_thread: None) -> None:  # noqa: F811
+    """Real shards: prepare_data builds one integer per patient (records without an id alone), and a
+    CMSC pretraining with `method.positives: patient` runs on them; streaming (no patient ids) refuses."""
+    from ecg_tune.data import open_dataset
+    from ecg_tune.data.synthetic import write_synthetic
+    from ecg_tune.ssl.pretrain import patient_groups, prepare_data
+
+    write_synthetic(tmp_path / "synth", n_records=60, seed=0)
+    ds = open_dataset(tmp_path / "synth")
+    flat = {"data.pretrain": str(tmp_path / "synth"), "method.name": "cmsc", "method.positives": "patient",
+            "encoder.width": 8, "train.batch_size": 8, "train.epochs": 1, "train.steps_per_epoch": 2}
+    data = prepare_data(TrialConfig.from_flat(flat))
+    pids = ds.records["patient_id"].to_numpy()[data.indices]
+    assert data.groups is not None and len(data.groups) == len(data.indices)
+    same_group = data.groups[:, None] == data.groups[None, :]
+    assert np.array_equal(same_group, pids[:, None] == pids[None, :])  # by hand, from the ids themselves
+    assert len(set(pids)) < len(pids), "the synthetic cohort should have patients with several records"
+    ds.records.loc[ds.records.index[:3], "patient_id"] = None  # no id: a patient of its own
+    alone = patient_groups([ds])[:3]
+    assert len(set(alone)) == 3 and not set(alone) & set(patient_groups([ds])[3:])
+    assert prepare_data(TrialConfig.from_flat({**flat, "method.positives": "record"})).groups is None
+
+    result = run_pretraining(TrialConfig.from_flat(flat), tmp_path / "run", device="cpu")
+    assert math.isfinite(metrics_log(tmp_path / "run")[0]["loss"]) and result.n_records == 60
+    with pytest.raises(ConfigError, match="method.positives"):
+        run_pretraining(TrialConfig.from_flat({**flat, "data.mode": "stream"}), tmp_path / "stream", device="cpu")

@@ -18,6 +18,7 @@ Augment = Callable[[torch.Tensor], torch.Tensor]
 class Batch:
     x: torch.Tensor  # (B, leads, T), on the training device
     y: torch.Tensor | None = None  # (B, classes) multi-hot, only for supervised training
+    groups: torch.Tensor | None = None  # (B,) int64 patient ids (as integers), for methods that ask
 
 
 class Method(nn.Module):
@@ -45,6 +46,12 @@ class Method(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.params = params
+
+    @classmethod
+    def needs_groups(cls, params: Any) -> bool:
+        """Whether batches must carry `groups` (patient ids) under these params (e.g. CMSC with
+        same-patient positives); the data layer then builds them from the records' patient ids."""
+        return False
 
     def training_step(self, batch: Batch, augment: Augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
