@@ -68,6 +68,9 @@ class OptimConfig:
     name: str = "adam"  # adam | adamw
     lr: float = 0.00229  # SimCLR/BYOL config value of the paper's code
     weight_decay: float = 1e-6
+    # >= 0: the weight decay follows a cosine from weight_decay (step 0) to this value (the last step),
+    # as I-JEPA and ECG-JEPA train (0.04 -> 0.4, 0.01 -> 0.1); < 0: constant weight_decay
+    weight_decay_end: float = -1.0
     schedule: str = "warmup_cosine"  # warmup_cosine | constant
     warmup_epochs: float = 1.0
     grad_clip: float = 0.0  # 0 = off

@@ -108,6 +108,16 @@ def lr_factor(step: int, *, schedule: str, warmup: int, total: int) -> float:
     raise ConfigError("optim.schedule", f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
 
 
+def weight_decay_at(step: int, cfg: OptimConfig, total: int) -> float:
+    """The weight decay of the decayed parameter groups at optimiser step `step` (0-based): constant
+    `weight_decay`, or with `weight_decay_end` >= 0 a cosine from `weight_decay` at step 0 to
+    `weight_decay_end` at step `total` (I-JEPA's CosineWDSchedule), held there past `total`."""
+    if cfg.weight_decay_end < 0:
+        return cfg.weight_decay
+    progress = min(step, total) / total if total > 0 else 1.0
+    return cfg.weight_decay_end + (cfg.weight_decay - cfg.weight_decay_end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:

@@ -39,7 +39,7 @@ from ecg_tune.ssl.distributed import average_gradients
 from ecg_tune.ssl.global_batchnorm import synchronise
 from ecg_tune.ssl.loader import WindowBatches
 from ecg_tune.ssl.methods.base import Method
-from ecg_tune.ssl.optim import build_optimizer, build_scheduler
+from ecg_tune.ssl.optim import build_optimizer, build_scheduler, is_decayed, weight_decay_at
 from ecg_tune.ssl.parallel import (
     Parallel,
     ShardedAugment,
@@ -324,6 +324,11 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), clip)
         lr = self.optimizer.param_groups[0]["lr"]
+        if self.optim_cfg.weight_decay_end >= 0:  # a weight-decay schedule: a function of the step, as the lr
+            wd = weight_decay_at(self.step, self.optim_cfg, self.total_steps)
+            for group in self.optimizer.param_groups:
+                if is_decayed(group):
+                    group["weight_decay"] = wd
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self._step_schedule()

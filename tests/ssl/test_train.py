@@ -135,6 +135,23 @@ def test_lr_factor_edge_cases() -> None:
         lr_factor(10, schedule="step", warmup=0, total=10)
 
 
+def test_weight_decay_schedule_is_ijepa_cosine_and_reaches_the_decayed_groups_only() -> None:
+    from ecg_tune.ssl.optim import DECAY, weight_decay_at
+
+    cfg = OptimConfig(weight_decay=0.01, weight_decay_end=0.1)
+    for step, total in ((0, 100), (25, 100), (50, 100), (100, 100), (130, 100)):
+        by_hand = 0.1 + (0.01 - 0.1) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        assert weight_decay_at(step, cfg, total) == pytest.approx(by_hand)
+    assert weight_decay_at(50, OptimConfig(weight_decay=0.05), 100) == 0.05  # no schedule: constant
+    trainer = make_trainer(toy_store(), epochs=2)
+    trainer.optim_cfg = OptimConfig(lr=1e-2, weight_decay=0.01, weight_decay_end=0.1)
+    trainer.fit(1)
+    last = trainer.step - 1  # the decay of the last optimiser step taken
+    for group in trainer.optimizer.param_groups:
+        want = weight_decay_at(last, trainer.optim_cfg, trainer.total_steps) if group["name"] == DECAY else 0.0
+        assert group["weight_decay"] == pytest.approx(want)
+
+
 def test_precision_resolution() -> None:
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
