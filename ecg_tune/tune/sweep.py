@@ -263,7 +263,6 @@ def resolve_sweep_dir(name_or_path: str, storage: str | None = None) -> Path:
 
 def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str | None = None) -> SweepResult:
     """Continue a sweep: finished trials are kept, unfinished continue from checkpoints, errored retry."""
-    from ray import tune
 
     sweep_dir = resolve_sweep_dir(name_or_path, storage)
     settings = SweepSettings.load(sweep_dir)
@@ -275,11 +274,24 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     check_digests(settings.dataset_digests, data_obj, settings.name)
     _init_ray(address, spec)
     _snapshot_period(settings.num_samples)
-    tuner = tune.Tuner.restore(
-        str(sweep_dir), trainable=_trainable(spec, data_obj), resume_unfinished=True, resume_errored=True
-    )
-    grid = tuner.fit()
+    grid = restore_tuner(sweep_dir, _trainable(spec, data_obj)).fit()
     return _finish(spec, settings, grid)
+
+
+def restore_tuner(sweep_dir: Path, trainable: Any) -> Any:
+    """Ray's `Tuner.restore` of the sweep, or one clear error when its saved state holds classes this
+    version no longer has (e.g. a sweep started before the searcher became `StudySearcher`)."""
+    from ray import tune
+
+    try:
+        return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    except (AttributeError, ImportError) as exc:
+        if "Can't get attribute" not in str(exc) and not isinstance(exc, ImportError):
+            raise
+        raise EcgTuneError(
+            f"{sweep_dir}: this sweep was started by another ecg-tune version, whose saved search state this "
+            f"version cannot read ({exc}); resume it with that version, or start a new sweep that continues "
+            f"from its trials: ecg-tune sweep SPACE.yaml --warm-from {sweep_dir}") from None
 
 
 def _yaml(path: Path) -> Any:

@@ -190,3 +190,26 @@ def test_the_searcher_uses_only_public_ray_and_optuna_apis() -> None:
     from ecg_tune.tune.searcher import StudySearcher
 
     assert issubclass(StudySearcher, Searcher) and not issubclass(StudySearcher, OptunaSearch)
+
+
+def test_a_sweep_whose_saved_state_names_a_class_this_version_lacks_gets_one_clear_error(tmp_path, monkeypatch) -> None:
+    """Resuming a sweep started before the searcher became StudySearcher: Ray cannot unpickle the old
+    searcher class; the user is told which versions to use and how to continue with --warm-from."""
+    from ray import tune
+
+    from ecg_tune.errors import EcgTuneError
+    from ecg_tune.tune.sweep import restore_tuner
+
+    def old_state(*args, **kwargs):
+        raise AttributeError("Can't get attribute 'BudgetAwareOptunaSearch' on <module 'ecg_tune.tune.searcher'>")
+
+    monkeypatch.setattr(tune.Tuner, "restore", staticmethod(old_state))
+    with pytest.raises(EcgTuneError, match="another ecg-tune version.*--warm-from"):
+        restore_tuner(tmp_path, trainable=None)
+
+    def other(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'fit'")
+
+    monkeypatch.setattr(tune.Tuner, "restore", staticmethod(other))
+    with pytest.raises(AttributeError, match="NoneType"):  # any other error is not hidden
+        restore_tuner(tmp_path, trainable=None)
