@@ -23,7 +23,7 @@ def pool() -> Any:
     rng = np.random.default_rng(0)
     store = SignalStore.from_signals([rng.normal(0, 0.3, (12, 320)) for _ in range(8)], LEADS, 100.0)
     return SimpleNamespace(store=store, indices=np.arange(8), lead_names=LEADS, normalization=None,
-                           targets=None, label_vocabulary=None)
+                           targets=None, label_vocabulary=None, groups=None)
 
 
 def config(**over: Any) -> TrialConfig:
