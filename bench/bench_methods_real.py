@@ -18,6 +18,7 @@ AUC [95% CI] and the difference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -135,12 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=None, help="comma list of " + ",".join(PRESETS["bench"]["settings"]))
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", action="append", default=[], metavar="METHOD=LR",
+                        help="override a method's learning rate (repeatable), e.g. mae=1e-3")
     args = parser.parse_args(argv)
 
     import torch
 
     preset = PRESETS[args.preset]
     keys = args.methods.split(",") if args.methods else list(preset["settings"])
+    settings = dict(preset["settings"])
+    for pair in args.lr:
+        key, _, value = pair.partition("=")
+        settings[key] = dataclasses.replace(settings[key], lr=float(value))
     epochs = args.epochs or preset["epochs"]
     header("New SSL methods on the PTB-XL sample: linear probe vs random-init copy",
            f"torch threads {torch.get_num_threads()}; label set {LABEL_SET}; preset {args.preset}; "
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         data_path = ingest_sample(Path(args.root), work / "ptbxl")
         rows = []
         for key in keys:
-            rows.append(run_method(key, preset["settings"][key], data_path, work / "runs", epochs=epochs,
+            rows.append(run_method(key, settings[key], data_path, work / "runs", epochs=epochs,
                                    batch_size=preset["batch_size"], seed=args.seed))
             print(f"{key}: done in {rows[-1]['pretrain_s']:.0f} s pretraining; losses by epoch "
                   + ", ".join(f"{v:.3f}" for v in rows[-1]["loss"] if v is not None), flush=True)
