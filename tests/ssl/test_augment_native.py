@@ -242,3 +242,11 @@ def test_subset_selection_in_c_equals_the_sort_in_torch(batch, length, levels, s
         assert torch.all(got[b, inner:] == 1.0)
         gaps = got[b, :inner] * (length - int(crop[b]) + 1) - 0.5
         assert torch.all(gaps.round() >= 0) and torch.all(gaps.round()[1:] >= gaps.round()[:-1])
+
+
+def test_the_crop_fuses_with_any_step_that_zeroes_one_block_and_with_no_other():
+    """RandomResizedCrop asks the following step for the capability (`zeroes_one_block`), not its class."""
+    rrc, noise = steps(["random_resized_crop", "gaussian_noise"])
+    assert not noise.zeroes_one_block and rrc.then(noise) is None
+    rrc, timeout = steps(["random_resized_crop", "timeout"])
+    assert timeout.zeroes_one_block and isinstance(rrc.then(timeout), CropThenTimeOut)

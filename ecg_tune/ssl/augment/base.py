@@ -23,6 +23,11 @@ class Augmentation(nn.Module):
         self.params = params
         self.fs = float(fs)
 
+    # A step that only zeroes one block of samples per window (all its leads) sets this and implements
+    # `draw(batch, length, device, generator) -> (start, size)`: the draws its `forward` makes. A crop
+    # before it may then zero the block in its own pass (RandomResizedCrop.then), with the same draws.
+    zeroes_one_block: ClassVar[bool] = False
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 

@@ -23,14 +23,13 @@ On CPU float32 both parts run as one compiled kernel (native.py, rrc_kernel.c) f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.augment import native
 from ecg_tune.ssl.augment.base import Augmentation, random_block
-from ecg_tune.ssl.augment.timeout import TimeOut
 
 # On CPU, `lerp_at` works through the batch in pieces of about this many output elements (1 MiB of
 # float32), so that its scratch buffer of upper neighbours stays in cache and the output is the only
@@ -228,7 +227,7 @@ class RandomResizedCrop(Augmentation):
 
     def then(self, following: Augmentation) -> Augmentation | None:
         # RandomResizedCrop then TimeOut: the reference pretraining pair (paper-notes 5), worth one pass.
-        return CropThenTimeOut(self, following) if isinstance(following, TimeOut) else None
+        return CropThenTimeOut(self, following) if following.zeroes_one_block else None
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch, _, length = x.shape
@@ -245,13 +244,13 @@ class RandomResizedCrop(Augmentation):
 
 
 class CropThenTimeOut(Augmentation):
-    """RandomResizedCrop followed by TimeOut (built by `Pipeline`): on CPU float32 one kernel pass
-    zeroes TimeOut's block of each output row while the row is in cache, instead of a second pass
+    """RandomResizedCrop followed by a step that zeroes one block (TimeOut; built by `Pipeline`): on CPU
+    float32 one kernel pass zeroes that block of each output row while the row is in cache, instead of a second pass
     over the batch. Same draws in the same order, same values; elsewhere the two steps in turn."""
 
     name: ClassVar[str] = "random_resized_crop+timeout"
 
-    def __init__(self, crop: RandomResizedCrop, timeout: TimeOut):
+    def __init__(self, crop: RandomResizedCrop, timeout: Any):  # an Augmentation with zeroes_one_block
         super().__init__(crop.params, crop.fs)
         self.crop, self.timeout = crop, timeout
 

@@ -20,6 +20,7 @@ class TimeOutParams:
 
 class TimeOut(Augmentation):
     Params = TimeOutParams
+    zeroes_one_block = True  # see Augmentation: RandomResizedCrop fuses it into its pass
     name: ClassVar[str] = "timeout"
 
     def __init__(self, params: TimeOutParams, fs: float):
