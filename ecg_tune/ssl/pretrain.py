@@ -142,13 +142,16 @@ def patient_groups(datasets: list[ECGDataset]) -> np.ndarray:
     the same dataset; a record without a patient id is a patient of its own."""
     import pandas as pd
 
-    keys = []
-    for i, ds in enumerate(datasets):
+    out, offset = [], 0
+    for ds in datasets:
         pid = ds.records["patient_id"] if "patient_id" in ds.records.columns else pd.Series([None] * len(ds))
-        own = pd.Series([f"{i}/record/{r}" for r in range(len(ds))])
-        keys.append(pd.Series([f"{i}/patient/{p}" for p in pid.astype(str)]).where(pid.notna().to_numpy(), own))
-    codes, _ = pd.factorize(pd.concat(keys, ignore_index=True))
-    return codes.astype(np.int64)
+        codes, uniques = pd.factorize(pid)  # a missing id is -1
+        codes = codes.astype(np.int64)
+        alone = codes < 0
+        codes[alone] = len(uniques) + np.arange(int(alone.sum()))
+        out.append(codes + offset)
+        offset += len(uniques) + int(alone.sum())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def _choose_mode(cfg: TrialConfig, open_fn: Callable[[str], ECGDataset] | None) -> tuple[str, str]:

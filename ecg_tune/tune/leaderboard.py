@@ -34,6 +34,14 @@ def pareto_mask(rows: list[tuple[float, ...]], modes: list[str]) -> list[bool]:
     return out
 
 
+def pareto_column(board: Any, objectives: list[str], modes: list[str], eligible: list[bool]) -> list[bool]:
+    """`pareto_mask` over a board's rows: only `eligible` rows (complete trials) can be on the front."""
+    points: list[tuple[float, ...]] = [
+        tuple(_number(r[m]) for m in objectives) if ok else (float("nan"),)
+        for (_, r), ok in zip(board.iterrows(), eligible, strict=True)]
+    return pareto_mask(points, modes)
+
+
 def rank_board(df: Any, objective: str, mode: str) -> Any:
     """`df` sorted best first with `rank` (eligible rows) and `best` (one row) columns in front."""
     import pandas as pd
@@ -78,10 +86,8 @@ def leaderboard(grid: Any, spec: SweepSpec) -> Any:
     df = df.rename(columns={c: c.removeprefix("config:") for c in varying})
     board = rank_board(df, spec.objective.metric, spec.objective.mode)
     if len(objectives) > 1:  # Pareto-optimal among the full-budget trials
-        points: list[tuple[float, ...]] = [
-            tuple(_number(r[m]) for m in objectives) if bool(r["budget_complete"]) and not r["failure"]
-            else (float("nan"),) for _, r in board.iterrows()]
-        board.insert(2, "pareto", pareto_mask(points, spec.objective.modes))
+        eligible = [bool(c) and not f for c, f in zip(board["budget_complete"], board["failure"], strict=True)]
+        board.insert(2, "pareto", pareto_column(board, objectives, spec.objective.modes, eligible))
     return board
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.tune.conftest import trial_runs
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
@@ -76,17 +78,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def runs_of(sweep_dir: Path) -> tuple[object, list, object]:
-    from mlflow.tracking import MlflowClient
-
-    settings = json.loads((sweep_dir / "ecg_tune_sweep.json").read_text())
-    client = MlflowClient(settings["tracking_uri"])
-    runs = client.search_runs([settings["experiment_id"]], max_results=1000)
-    trials = [r for r in runs if r.data.tags.get("ecg_tune.role") == "trial"]
-    parent = next(r for r in runs if r.data.tags.get("ecg_tune.role") == "sweep")
-    return client, trials, parent
-
-
 def starts(sweep_dir: Path) -> dict[str, list[dict]]:
     out = {}
     for events in (sweep_dir / "trials").glob("*/events.jsonl"):
@@ -130,7 +121,7 @@ def test_sweep_end_to_end(tmp_path: Path, shards: Path) -> None:
     done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
     assert done.returncode == 0, done.stdout[-4000:]
     sweep_dir = tmp_path / "sweeps" / "tiny"
-    client, trials, parent = runs_of(sweep_dir)
+    client, trials, parent = trial_runs(sweep_dir)
     assert parent.info.status == "FINISHED"
     assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
     for run in trials:
@@ -182,7 +173,7 @@ def test_driver_killed_then_resume(tmp_path: Path, shards: Path) -> None:
     done = cli("resume", str(sweep_dir))
     assert done.returncode == 0, done.stdout[-4000:]
     after = starts(sweep_dir)
-    _, runs, _ = runs_of(sweep_dir)
+    _, runs, _ = trial_runs(sweep_dir)
     # A trial that started within Ray's snapshot period before the kill is unknown to the resumed
     # sweep: its run is deleted if empty, else ended KILLED and tagged orphaned (tracking.end_orphans).
     orphans = [r for r in runs if r.data.tags.get("ecg_tune.state") == "orphaned"]
@@ -210,7 +201,7 @@ def test_diverging_trial_ends_with_reason_and_sweep_goes_on(tmp_path: Path, shar
         "baseline": {"method.name": "toy"}, "factors": {"method.nan_after_steps": [1]}, "seeds": [0]})
     done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
     assert (tmp_path / "sweeps" / "tiny" / "ecg_tune_sweep.json").is_file(), done.stdout[-3000:]
-    _, trials, _ = runs_of(tmp_path / "sweeps" / "tiny")
+    _, trials, _ = trial_runs(tmp_path / "sweeps" / "tiny")
     by_cell = {r.data.tags["ecg_tune.cell"]: r for r in trials}
     bad, good = by_cell["method.nan_after_steps=1"], by_cell["baseline"]
     assert bad.info.status == "FAILED" and "diverged" in bad.data.tags["ecg_tune.failure_reason"]
@@ -225,7 +216,7 @@ def test_quickstart_command(tmp_path: Path) -> None:
     assert (tmp_path / "qs" / "data" / "manifest.json").is_file()
     assert "leaderboard (by probe_auc;" in done.stdout and "mlflow ui --backend-store-uri sqlite:///" in done.stdout
     sweep_dir = next((tmp_path / "qs" / "sweeps").iterdir())
-    _, trials, parent = runs_of(sweep_dir)
+    _, trials, parent = trial_runs(sweep_dir)
     assert len(trials) == 6 and parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in trials)
 
@@ -237,7 +228,7 @@ def test_pbt_exploits_and_explores(tmp_path: Path, shards: Path) -> None:
     done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
     assert done.returncode == 0, done.stdout[-4000:]
     sweep_dir = tmp_path / "sweeps" / "tiny"
-    client, trials, parent = runs_of(sweep_dir)
+    client, trials, parent = trial_runs(sweep_dir)
     assert parent.info.status == "FINISHED" and len(trials) == 4
     by_id = {r.data.tags["ecg_tune.trial_id"]: r for r in trials}
     exploits = 0
@@ -263,7 +254,7 @@ def test_asha_promotion_pauses_promotes_and_stops(tmp_path: Path, shards: Path) 
     done = cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"))
     assert done.returncode == 0, done.stdout[-4000:]
     sweep_dir = tmp_path / "sweeps" / "tiny"
-    _, trials, parent = runs_of(sweep_dir)
+    _, trials, parent = trial_runs(sweep_dir)
     assert parent.info.status == "FINISHED" and len(trials) == 6
     assert all(r.info.status == "FINISHED" for r in trials)
     final = sorted(int(r.data.metrics["epoch"]) for r in trials)
@@ -284,7 +275,7 @@ def test_pbt_sweep_survives_a_driver_kill(tmp_path: Path, shards: Path) -> None:
     time.sleep(2)
     done = cli("resume", str(sweep_dir))
     assert done.returncode == 0, done.stdout[-4000:]
-    _, runs, parent = runs_of(sweep_dir)
+    _, runs, parent = trial_runs(sweep_dir)
     trials = [r for r in runs if r.data.tags.get("ecg_tune.state") != "orphaned"]
     assert parent.info.status == "FINISHED" and len(trials) == 4
     for run in trials:
@@ -303,7 +294,7 @@ def test_asha_promotion_keeps_its_rungs_across_a_driver_kill(tmp_path: Path, sha
                           "5 trials at their first rung", settle_s=3)
     done = cli("resume", str(sweep_dir))
     assert done.returncode == 0, done.stdout[-4000:]
-    _, runs, parent = runs_of(sweep_dir)
+    _, runs, parent = trial_runs(sweep_dir)
     trials = [r for r in runs if r.data.tags.get("ecg_tune.state") != "orphaned"]
     assert parent.info.status == "FINISHED" and len(trials) == 9
     final = sorted(int(r.data.metrics["epoch"]) for r in trials)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.encoders.base import Encoder
@@ -89,8 +90,8 @@ class BYOL(Method):
         """target <- tau * target + (1 - tau) * online, for all parameters and float buffers;
         integer buffers (BatchNorm's num_batches_tracked) are copied."""
         t_float, o_float, t_int, o_int = self._pairs()
-        for t, o in zip(t_float, o_float):  # (torch's fused _foreach ops are not public API)
-            t.lerp_(o.detach(), 1.0 - tau)
+        if t_float:  # torch's public multi-tensor EMA: one fused lerp over all tensors
+            get_ema_multi_avg_fn(tau)(t_float, [o.detach() for o in o_float], None)
         for t, o in zip(t_int, o_int):
             t.copy_(o)
 

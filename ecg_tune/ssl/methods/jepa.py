@@ -23,6 +23,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.encoders.base import Encoder
@@ -149,8 +150,8 @@ class JEPA(Method):
         online = dict(self.encoder.named_parameters()) | dict(self.encoder.named_buffers())
         target = dict(self.target_encoder.named_parameters()) | dict(self.target_encoder.named_buffers())
         pairs = [(target[k], v) for k, v in online.items() if v.is_floating_point()]
-        for t, o in pairs:  # (torch's fused _foreach ops are not public API)
-            t.lerp_(o.detach(), 1.0 - momentum)
+        if pairs:  # torch's public multi-tensor EMA: one fused lerp over all tensors
+            get_ema_multi_avg_fn(momentum)([t for t, _ in pairs], [o.detach() for _, o in pairs], None)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.last_momentum = ema_momentum(self.params.ema_start, self.params.ema_end, step, total_steps)

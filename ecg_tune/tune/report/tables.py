@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ecg_tune.tune.best import Candidate, best, is_test_metric
-from ecg_tune.tune.leaderboard import COST_COLUMNS, pareto_mask, rank_board
+from ecg_tune.tune.leaderboard import COST_COLUMNS, pareto_column, rank_board
 from ecg_tune.tune.report.data import SweepRecord, Trial, curve_protocols, scalar_protocols
 from ecg_tune.tune.report.stats import Summary, summarize, welch
 
@@ -71,10 +71,8 @@ def leaderboard(rec: SweepRecord) -> pd.DataFrame:
     # running and failed trials unranked at the bottom.
     ranked_df = rank_board(df, obj, rec.mode)
     if len(rec.objectives) > 1:  # Pareto-optimal among the complete trials, over every objective
-        points: list[tuple[float, ...]] = [
-            tuple(float(r[m]) for m in rec.objectives) if bool(r["budget_complete"]) and r["state"] == "finished"
-            else (math.nan,) for _, r in ranked_df.iterrows()]
-        ranked_df.insert(2, "pareto", pareto_mask(points, rec.modes))
+        eligible = [bool(c) and s == "finished" for c, s in zip(ranked_df["budget_complete"], ranked_df["state"], strict=True)]
+        ranked_df.insert(2, "pareto", pareto_column(ranked_df, rec.objectives, rec.modes, eligible))
     if is_test_metric(obj):
         ranked_df["best"] = False
         rec.notes.append(f"the objective {obj} is a test-fold metric: no trial is called best (selection must use fold 9)")
