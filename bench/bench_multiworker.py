@@ -3,11 +3,16 @@
 SimCLR + xresnet1d50 (default width), RandomResizedCrop + TimeOut, windows 12 x 250, Adam. Each
 configuration runs in freshly spawned processes through the real `Trainer` (global batch = workers x
 per-worker batch, gradients averaged in one all_reduce per step, NT-Xent over the gathered batch,
-global BatchNorm): one warm-up epoch, then one timed epoch of `--steps` steps; steps/s = steps /
+BatchNorm per `--bn`): one warm-up epoch, then one timed epoch of `--steps` steps; steps/s = steps /
 epoch time (communication included). Rounds alternate the order (1, 2 / 2, 1) so neither always
-runs first on a shared machine. Target (issue #17): 2 workers >= 1.6x the steps/s of 1 worker.
+runs first on a shared machine. Target (issue #17): 2 workers >= 1.6x the throughput of 1 worker.
 
-    .venv/bin/python bench/bench_multiworker.py [--batch 32] [--steps 6] [--rounds 2]
+`--bn` lists the `train.sync_batchnorm` settings to compare in one run: `auto` (SimCLR's global
+BatchNorm), `shuffle` (per-rank statistics, the second view in a random sub-batch of the global
+batch), `off` (per-rank statistics). One worker is the same run for all of them (one process has no
+ranks to synchronise), so it is measured once.
+
+    .venv/bin/python bench/bench_multiworker.py [--batch 32] [--steps 6] [--rounds 2] [--bn auto,shuffle,off]
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from _common import LoadSampler, header, table, verdict
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
-def _run(rank: int, world: int, init_file: str, out: str, batch: int, steps: int, sync_bn: bool) -> None:
+def _run(rank: int, world: int, init_file: str, out: str, batch: int, steps: int, bn: str) -> None:
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
@@ -44,7 +49,7 @@ def _run(rank: int, world: int, init_file: str, out: str, batch: int, steps: int
         cfg = TrialConfig.from_flat({
             "method.name": "simclr", "encoder.name": "xresnet1d50", "train.batch_size": batch * world,
             "train.epochs": 2, "train.steps_per_epoch": steps, "seed": 0,
-            "train.sync_batchnorm": "auto" if sync_bn else "off",
+            "train.sync_batchnorm": bn,
         })
         trainer = Trainer.from_config(cfg, store, np.arange(len(store)), lead_names=LEADS, device="cpu")
         trainer.train_epoch()  # warm-up: allocator, native augmentation kernel, gloo connections
@@ -56,10 +61,10 @@ def _run(rank: int, world: int, init_file: str, out: str, batch: int, steps: int
             dist.destroy_process_group()
 
 
-def measure(world: int, batch: int, steps: int, sync_bn: bool = True) -> float:
+def measure(world: int, batch: int, steps: int, bn: str = "auto") -> float:
     with tempfile.TemporaryDirectory(prefix="bench-mw-") as tmp:
         out = os.path.join(tmp, "steps_per_s")
-        mp.spawn(_run, args=(world, os.path.join(tmp, "rendezvous"), out, batch, steps, sync_bn), nprocs=world, join=True)
+        mp.spawn(_run, args=(world, os.path.join(tmp, "rendezvous"), out, batch, steps, bn), nprocs=world, join=True)
         return float(Path(out).read_text())
 
 
@@ -68,27 +73,34 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="per-worker batch")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration and round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--no-sync-bn", action="store_true", help="per-rank BatchNorm (train.sync_batchnorm=off)")
+    parser.add_argument("--bn", default="auto,shuffle,off", help="train.sync_batchnorm settings to compare")
     args = parser.parse_args()
+    settings = args.bn.split(",")
     header("Data-parallel CPU scaling (bench/bench_multiworker.py)",
            f"SimCLR xresnet1d50, per-worker batch {args.batch} x 12 x 250, {args.steps} timed steps, 1 thread/worker")
-    results: dict[int, list[float]] = {1: [], 2: []}
+    configs = [(1, "auto")] + [(2, bn) for bn in settings]
+    results: dict[tuple[int, str], list[float]] = {c: [] for c in configs}
     with LoadSampler() as load:
         for r in range(args.rounds):
-            for world in ((1, 2) if r % 2 == 0 else (2, 1)):
-                results[world].append(measure(world, args.batch, args.steps, not args.no_sync_bn))
-                print(f"round {r + 1}: {world} worker(s): {results[world][-1]:.3f} steps/s", flush=True)
-    one, two = statistics.median(results[1]), statistics.median(results[2])
-    speedup = two / one
-    print(table(["workers", "global batch", "steps/s (median)", "windows/s", "rounds"], [
-        [1, args.batch, f"{one:.3f}", f"{one * args.batch:.1f}", ", ".join(f"{v:.3f}" for v in results[1])],
-        [2, 2 * args.batch, f"{two:.3f}", f"{two * 2 * args.batch:.1f}", ", ".join(f"{v:.3f}" for v in results[2])],
-    ]))
-    # At the same per-worker batch a 2-worker step does twice the work of a 1-worker step, so its
-    # steps/s ratio is at most 1x; the scaling figure (issue #17's 1.6x) is the throughput ratio.
-    print(f"steps/s ratio 2 vs 1 worker at the same per-worker batch: {speedup:.2f}x (ideal 1.0x)")
-    print(f"throughput speed-up 2 vs 1 worker (windows/s, communication included): {2 * speedup:.2f}x  "
-          f"target >= 1.6x: {verdict(2 * speedup >= 1.6)}")
+            for world, bn in (configs if r % 2 == 0 else configs[::-1]):
+                results[world, bn].append(measure(world, args.batch, args.steps, bn))
+                print(f"round {r + 1}: {world} worker(s), BatchNorm {bn}: {results[world, bn][-1]:.3f} steps/s", flush=True)
+    one = statistics.median(results[1, "auto"])
+    rows = [[1, "(one process)", args.batch, f"{one:.3f}", f"{one * args.batch:.1f}", "",
+             ", ".join(f"{v:.3f}" for v in results[1, "auto"])]]
+    speedups = {}
+    for bn in settings:
+        two = statistics.median(results[2, bn])
+        # At the same per-worker batch a 2-worker step does twice the work of a 1-worker step, so its
+        # steps/s ratio is at most 1x; the scaling figure (issue #17's 1.6x) is the throughput ratio.
+        speedups[bn] = 2 * two / one
+        rows.append([2, bn, 2 * args.batch, f"{two:.3f}", f"{two * 2 * args.batch:.1f}", f"{speedups[bn]:.2f}x",
+                     ", ".join(f"{v:.3f}" for v in results[2, bn])])
+    print(table(["workers", "train.sync_batchnorm", "global batch", "steps/s (median)", "windows/s",
+                 "throughput vs 1 worker", "rounds"], rows))
+    for bn, speedup in speedups.items():
+        print(f"throughput speed-up 2 vs 1 worker, BatchNorm {bn} (communication included): {speedup:.2f}x  "
+              f"target >= 1.6x: {verdict(speedup >= 1.6)}")
     print(load.summary())
 
 

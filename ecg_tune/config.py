@@ -86,7 +86,10 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs
     # Data-parallel BatchNorm: auto = the method's policy (global for SimCLR/BYOL/SwAV, per rank for a
     # per-sample loss), on = over the global batch, off = each rank's slice (far fewer collectives: the
-    # faster choice on CPU workers, at the cost of the global-batch semantics).
+    # faster choice on CPU workers, at the cost of the global-batch semantics), shuffle = each rank's
+    # slice, with the two views of a sample normalised on different ranks (MoCo's shuffling BatchNorm:
+    # no leak between a positive pair through shared statistics, two gathers per view instead of two
+    # collectives per layer; docs/benchmarks.md §11).
     sync_batchnorm: str = "auto"
 
 
@@ -281,7 +284,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.mode": ("auto", "memory", "stream"),
     "evaluation.curve_protocol": ("finetune", "linear"),
     "evaluation.recipe": ("auto", "none"),
-    "train.sync_batchnorm": ("auto", "on", "off"),
+    "train.sync_batchnorm": ("auto", "on", "off", "shuffle"),
 }
 
 

@@ -83,28 +83,18 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _AllReduceWithGrad(torch.autograd.Function):
-    """Sum over ranks whose backward is the sum of the incoming gradients over ranks (see
-    `_GatherWithGrad`: every rank's loss depends on the sum, so each input gets d(sum of losses)/d(sum))."""
+def gather_stack(t: torch.Tensor) -> torch.Tensor:
+    """`(world, *t.shape)`: `t` of every rank, stacked in rank order, in one collective.
 
-    @staticmethod
-    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
-        out = t.contiguous().clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad
-
-
-def all_reduce_with_grad(t: torch.Tensor) -> torch.Tensor:
-    """Differentiable sum of `t` over ranks (global BatchNorm statistics). Identity without a group."""
-    if not is_distributed() or dist.get_world_size() == 1:
-        return t
-    return _AllReduceWithGrad.apply(t)
+    For the small tensors of global BatchNorm's per-layer collectives (statistics, gradient sums) one
+    all_gather costs less than one all_reduce: gloo's ring all_reduce takes several round trips where
+    the gather takes one (measured 0.33 ms vs 0.78 ms per call on two local processes, docs §11), and
+    summing the gathered rows locally, in rank order, gives every rank the bit-identical result.
+    """
+    flat = t.contiguous().reshape(-1)
+    out = torch.empty(dist.get_world_size() * flat.numel(), dtype=t.dtype, device=t.device)
+    dist.all_gather_single(out, flat)  # gloo takes the concatenated form only
+    return out.view(dist.get_world_size(), *t.shape)
 
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter], extra: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -130,6 +120,15 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter], extra: torch.Ten
             p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
         offset += n
     return flat[offset:].reshape(extra.shape) if extra is not None else None
+
+
+def shared_permutation(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A random permutation of range(n), the same on every rank: drawn by rank 0 from torch's global
+    generator (seeded per rank by the trainer and saved in its checkpoints) and broadcast."""
+    perm = torch.randperm(n, device=device) if rank() == 0 else torch.empty(n, dtype=torch.long, device=device)
+    if is_distributed() and dist.get_world_size() > 1:
+        dist.broadcast(perm, 0)
+    return perm
 
 
 def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:

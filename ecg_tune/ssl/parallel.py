@@ -16,7 +16,8 @@ in tests), the trainer trains with the semantics of the global batch:
   With the losses' gathers (NT-Xent, CMSC, Sinkhorn) the update is the one-process update on the
   global batch; EMA targets (BYOL, JEPA) stay identical because every rank applies the same update.
 * BatchNorm: where `Method.sync_batchnorm` is set (or `train.sync_batchnorm: on`), BatchNorm layers become `GlobalBatchNorm`
-  (statistics over the global batch during training steps).
+  (statistics over the global batch during training steps); `train.sync_batchnorm: shuffle` keeps them
+  per rank and normalises the views of one sample on different ranks (`global_batchnorm.encode_views`).
 * Epoch metrics are means over ranks; checkpoints are written by rank 0 and hold every rank's random
   generator states, so a resumed run with the same number of workers continues every rank's streams.
 """
@@ -85,14 +86,18 @@ class ShardedAugment:
         return torch.cat([self.pipeline(c, generator=g) for c, g in zip(x.chunk(n), self.generators)])
 
 
-def prepare_method(method: Method, parallel: Parallel, sync_batchnorm: str = "auto") -> None:
-    """Global BatchNorm where the method asks for it (`train.sync_batchnorm` auto) or the config says
-    so (on; off: never), and rank 0's weights on every rank."""
+def prepare_method(method: Method, parallel: Parallel, sync_batchnorm: str = "auto") -> str:
+    """Rank 0's weights on every rank, and the BatchNorm mode of the trainer's steps (`synchronise`):
+    "global" where the method asks for it (`train.sync_batchnorm` auto) or the config says so (on),
+    "shuffle" where the config says so, else "local" (off, a per-sample method, one process)."""
     if not parallel.active:
-        return
-    if method.sync_batchnorm if sync_batchnorm == "auto" else sync_batchnorm == "on":
+        return "local"
+    mode = {"on": "global", "off": "local", "shuffle": "shuffle"}.get(
+        sync_batchnorm, "global" if method.sync_batchnorm else "local")
+    if mode != "local":
         convert_batchnorm(method)
     broadcast_module(method)
+    return mode
 
 
 def shard_stream(store: Any, parallel: Parallel) -> Any:

@@ -36,7 +36,7 @@ from ecg_tune.errors import CheckpointError, ConfigError
 from ecg_tune.ssl.augment.base import Pipeline
 from ecg_tune.ssl.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ecg_tune.ssl.distributed import average_gradients
-from ecg_tune.ssl.global_batchnorm import synchronise
+from ecg_tune.ssl.global_batchnorm import average_running_stats, synchronise
 from ecg_tune.ssl.loader import WindowBatches
 from ecg_tune.ssl.methods.base import Method
 from ecg_tune.ssl.optim import build_optimizer, build_scheduler, is_decayed, weight_decay_at
@@ -117,7 +117,7 @@ class Trainer:
         torch.manual_seed(global_seed(self.seed, r))
         np.random.seed(derived_seed(self.seed, 2, *((r,) if r else ())) % 2**32)
         random.seed(derived_seed(self.seed, 3, *((r,) if r else ())))
-        prepare_method(method, self.parallel, train_cfg.sync_batchnorm)
+        self.batchnorm_mode = prepare_method(method, self.parallel, train_cfg.sync_batchnorm)
         self.method = method.to(self.device)
         self.augment = augment_pipeline.to(self.device)
         self.optim_cfg, self.train_cfg = optim_cfg, train_cfg
@@ -279,7 +279,7 @@ class Trainer:
         lr = float("nan")
         pending: tuple[int, torch.Tensor] | None = None
         started = time.perf_counter()
-        with synchronise(self.method, self.parallel.active):
+        with synchronise(self.method, self.batchnorm_mode):
             for batch in self.batches.epoch(self.epoch):
                 lr, loss, metrics = self._train_step(batch, augment, clip)
                 # The previous step's loss is checked now, when the device has long computed it: checking
@@ -294,6 +294,8 @@ class Trainer:
                 n_windows += batch.x.shape[0] * self.parallel.world
         if pending is not None:
             self._check_finite(*pending)
+        if self.parallel.active and self.batchnorm_mode != "global":  # per-rank running statistics
+            average_running_stats(self.method)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # honest epoch time
         elapsed = time.perf_counter() - started

@@ -90,11 +90,11 @@ def test_helpers_are_identities_without_a_process_group() -> None:
     assert (rank(), world_size()) == (0, 1)
 
 
-@pytest.mark.parametrize(("method", "setting", "global_bn"), [
-    ("simclr", "auto", True), ("simclr", "off", False), ("simclr", "on", True),
-    ("supervised", "auto", False), ("supervised", "on", True),
+@pytest.mark.parametrize(("method", "setting", "global_bn", "mode"), [
+    ("simclr", "auto", True, "global"), ("simclr", "off", False, "local"), ("simclr", "on", True, "global"),
+    ("simclr", "shuffle", True, "shuffle"), ("supervised", "auto", False, "local"), ("supervised", "on", True, "global"),
 ])
-def test_train_sync_batchnorm_overrides_the_methods_policy(method: str, setting: str, global_bn: bool,
+def test_train_sync_batchnorm_overrides_the_methods_policy(method: str, setting: str, global_bn: bool, mode: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
@@ -107,6 +107,6 @@ def test_train_sync_batchnorm_overrides_the_methods_policy(method: str, setting:
     encoder = ENCODERS["xresnet1d50"](ENCODERS["xresnet1d50"].Params(width=8), 12, 250)
     params = cls.Params(n_classes=5) if method == "supervised" else cls.Params()
     model = cls(encoder, params)
-    parallel_module.prepare_method(model, SimpleNamespace(active=True), setting)
+    assert parallel_module.prepare_method(model, SimpleNamespace(active=True), setting) == mode
     kinds = {type(m) for m in model.modules()}
     assert (GlobalBatchNorm in kinds) == global_bn and (torch.nn.BatchNorm1d in kinds) != global_bn

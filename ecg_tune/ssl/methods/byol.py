@@ -12,6 +12,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.encoders.base import Encoder
+from ecg_tune.ssl.global_batchnorm import encode_views
 from ecg_tune.ssl.heads import BYOLHead
 from ecg_tune.ssl.losses import byol_loss
 from ecg_tune.ssl.methods.base import Augment, Batch, Method
@@ -105,9 +106,9 @@ class BYOL(Method):
 
     def training_step(self, batch: Batch, augment: Augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         v1, v2 = augment(batch.x), augment(batch.x)
-        p1 = self.predictor(self.projector(self.encoder(v1)))
-        p2 = self.predictor(self.projector(self.encoder(v2)))
-        z1, z2 = self._target_projection(v1), self._target_projection(v2)
+        # One pass per view, or one for both under global BatchNorm (per-view statistics either way).
+        p1, p2 = encode_views(lambda v: self.predictor(self.projector(self.encoder(v))), [v1, v2], self)
+        z1, z2 = encode_views(self._target_projection, [v1, v2], self)
         # Symmetric: each view's prediction regresses the target projection of the other view.
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)
         return loss, {"loss": loss.detach(), "tau": torch.tensor(self.last_tau)}

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ecg_tune.errors import ConfigError
 from ecg_tune.ssl.encoders.base import Encoder
+from ecg_tune.ssl.global_batchnorm import encode_views
 from ecg_tune.ssl.heads import SimCLRProjectionHead
 from ecg_tune.ssl.losses import nt_xent_logits
 from ecg_tune.ssl.methods.base import Augment, Batch, Method
@@ -34,8 +35,8 @@ class SimCLRParams:
 class SimCLR(Method):
     """Two augmented views of each window; NT-Xent over the L2-normalised projections.
 
-    Each view goes through the encoder in its own forward pass (as in the reference), so BatchNorm
-    statistics are per view.
+    BatchNorm statistics are per view, as in the reference (one forward pass per view); under global
+    BatchNorm both views share one pass whose layers keep per-view statistics (`encode_views`).
     """
 
     Params = SimCLRParams
@@ -49,8 +50,7 @@ class SimCLR(Method):
         return F.normalize(self.projector(self.encoder(x)), dim=1)
 
     def training_step(self, batch: Batch, augment: Augment) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        z1 = self.embed(augment(batch.x))
-        z2 = self.embed(augment(batch.x))
+        z1, z2 = encode_views(self.embed, [augment(batch.x), augment(batch.x)], self)
         logits, targets = nt_xent_logits(z1, z2, self.params.temperature, self.params.gather_distributed)
         loss = F.cross_entropy(logits, targets)
         with torch.no_grad():
