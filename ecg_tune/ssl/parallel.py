@@ -94,6 +94,9 @@ def prepare_method(method: Method, parallel: Parallel, sync_batchnorm: str = "au
         return "local"
     mode = {"on": "global", "off": "local", "shuffle": "shuffle"}.get(
         sync_batchnorm, "global" if method.sync_batchnorm else "local")
+    if mode == "shuffle" and not method.shuffles_views:
+        raise ConfigError("train.sync_batchnorm", f"shuffle needs a method that encodes its views one by one "
+                                                  f"(simclr, byol); {type(method).__name__} concatenates them: use on or off")
     if mode != "local":
         convert_batchnorm(method)
     broadcast_module(method)

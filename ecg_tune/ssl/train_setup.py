@@ -16,7 +16,7 @@ import torch
 from ecg_tune.config import TrialConfig
 from ecg_tune.data.store import SignalStore
 from ecg_tune.errors import ConfigError, EcgTuneError
-from ecg_tune.ssl.encoders import build_encoder
+from ecg_tune.ssl.encoders import ENCODERS, build_encoder
 from ecg_tune.ssl.methods import METHODS, build_method
 from ecg_tune.ssl.methods.base import Method
 
@@ -105,7 +105,9 @@ def set_rng_state(rng: dict[str, Any], generators: list[torch.Generator], reseed
 
 def build_trial_method(cfg: TrialConfig, method_params: dict[str, Any], n_leads: int, window: int) -> Method:
     torch.manual_seed(cfg.seed)  # weight initialisation is part of the trial's seed
-    encoder = build_encoder(cfg.encoder.name, cfg.encoder.params, n_leads, window)
+    fields = {f.name for f in dataclasses.fields(ENCODERS[cfg.encoder.name].Params)}
+    preferred = {k: v for k, v in METHODS[cfg.method.name].encoder_defaults(cfg.data.window).items() if k in fields}
+    encoder = build_encoder(cfg.encoder.name, {**preferred, **cfg.encoder.params}, n_leads, window)
     return build_method(cfg.method.name, method_params, encoder)
 
 

@@ -110,3 +110,19 @@ def test_train_sync_batchnorm_overrides_the_methods_policy(method: str, setting:
     assert parallel_module.prepare_method(model, SimpleNamespace(active=True), setting) == mode
     kinds = {type(m) for m in model.modules()}
     assert (GlobalBatchNorm in kinds) == global_bn and (torch.nn.BatchNorm1d in kinds) != global_bn
+
+
+@pytest.mark.parametrize("method", ["swav", "cmsc", "supervised"])
+def test_shuffling_batchnorm_is_refused_where_views_share_a_pass(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import ecg_tune.ssl.parallel as parallel_module
+    from ecg_tune.errors import ConfigError
+    from ecg_tune.plugins import ENCODERS, METHODS
+
+    monkeypatch.setattr(parallel_module, "broadcast_module", lambda module: None)
+    cls = METHODS[method]
+    encoder = ENCODERS["xresnet1d50"](ENCODERS["xresnet1d50"].Params(width=8), 12, 250)
+    model = cls(encoder, cls.Params(n_classes=5) if method == "supervised" else cls.Params())
+    with pytest.raises(ConfigError, match="train.sync_batchnorm"):
+        parallel_module.prepare_method(model, SimpleNamespace(active=True), "shuffle")

@@ -43,6 +43,8 @@ def test_pretrain_one_epoch_without_encoder(method: str, synthetic: Path, tmp_pa
     ckpt = load_checkpoint(path)
     expected = {"mae": "vit1d", "jepa": "vit1d", "cmsc": "xresnet1d50"}[method]
     assert ckpt.header["encoder"]["name"] == expected and ckpt.header["method"]["name"] == method
+    if expected == "vit1d":  # MAE's own patch (a tenth of the 250-sample window); JEPA keeps vit1d's
+        assert ckpt.header["encoder"]["params"]["patch_size"] == {"mae": 25, "jepa": 10}[method]
     encoder = ckpt.build_encoder().eval()
     with torch.no_grad():
         features = encoder(torch.randn(2, encoder.n_leads, 250))
@@ -60,3 +62,32 @@ def test_pretrain_cpc_on_s4d(synthetic: Path, tmp_path: Path) -> None:
     encoder = load_checkpoint(tmp_path / "encoder.ckpt").build_encoder().eval()
     with torch.no_grad():
         assert encoder(torch.randn(1, encoder.n_leads, 250)).shape == (1, 48)
+
+
+@pytest.mark.parametrize(("flat", "patch"), [
+    ({"method.name": "mae"}, 25),  # MAE's preference: ten patches per evaluation window
+    ({"method.name": "mae", "data.window": 500}, 50),
+    ({"method.name": "mae", "encoder.patch_size": 10}, 10),  # an explicit encoder key wins
+    ({"method.name": "jepa"}, 10),  # vit1d's own default
+])
+def test_method_encoder_defaults_yield_to_explicit_keys(flat: dict[str, object], patch: int) -> None:
+    from ecg_tune.config import TrialConfig
+    from ecg_tune.ssl.train_setup import build_trial_method
+
+    cfg = TrialConfig.from_flat({"encoder.name": "vit1d", "encoder.dim": 16, "encoder.depth": 1, "encoder.heads": 2,
+                                 **flat})
+    method = build_trial_method(cfg, dict(cfg.method.params), 12, cfg.data.window)
+    assert method.encoder.params.patch_size == patch
+
+
+def test_method_encoder_defaults_skip_keys_the_encoder_lacks() -> None:
+    from ecg_tune.config import TrialConfig
+    from ecg_tune.ssl.train_setup import build_trial_method
+
+    cfg = TrialConfig.from_flat({"method.name": "mae", "encoder.name": "xresnet1d50", "encoder.width": 8})
+    from ecg_tune.errors import ConfigError
+
+    # MAE's own refusal of a token-less encoder, not "unknown parameter encoder.patch_size" from its defaults.
+    with pytest.raises(ConfigError, match="needs a patch-token encoder") as err:
+        build_trial_method(cfg, dict(cfg.method.params), 12, cfg.data.window)
+    assert err.value.key == "encoder.name"

@@ -41,6 +41,17 @@ class Method(nn.Module):
     # rank's slice. On by default (SimCLR, BYOL, SwAV train with synchronised BatchNorm; it makes N ranks
     # equal one process on the global batch); a method whose loss is per sample may switch it off.
     sync_batchnorm: ClassVar[bool] = True
+    # Whether the method passes its views through `global_batchnorm.encode_views` one view at a time,
+    # so that `train.sync_batchnorm: shuffle` can normalise a sample's views on different ranks (SimCLR,
+    # BYOL). A method that concatenates its views into one pass (SwAV, CMSC) cannot be shuffled.
+    shuffles_views: ClassVar[bool] = False
+
+    @classmethod
+    def encoder_defaults(cls, window: int) -> dict[str, Any]:
+        """Encoder parameters this method prefers to the encoder's own defaults, for evaluation windows of
+        `window` samples. Only those the chosen encoder has are used, and explicit `encoder.*` keys win;
+        the resolved values are what the checkpoint header records."""
+        return {}
 
     def __init__(self, encoder: Encoder, params: Any):
         super().__init__()

@@ -49,6 +49,7 @@ class BYOL(Method):
     reference, paper notes 8.4) averages every parameter, biases included, and every float buffer.
     """
 
+    shuffles_views = True  # its views go through encode_views one by one
     Params = BYOLParams
     params: BYOLParams
 

@@ -39,6 +39,7 @@ class SimCLR(Method):
     BatchNorm both views share one pass whose layers keep per-view statistics (`encode_views`).
     """
 
+    shuffles_views = True  # its views go through encode_views one by one
     Params = SimCLRParams
     params: SimCLRParams
 
