@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -180,3 +184,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def spawn_ranks(worker: Callable[[int, str, str], None], tmp: Path, world: int) -> list[dict[str, Any]]:
+    """Run `worker(rank, init_file, out_dir)` on `world` spawned gloo ranks; each saves `rank{r}.pt` in
+    `out_dir`, returned in rank order."""
+    mp.spawn(worker, args=(str(tmp / "rendezvous"), str(tmp)), nprocs=world, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from ecg_tune.ssl.global_batchnorm import GlobalBatchNorm, encode_views, synchronise
+from tests.ssl.conftest import spawn_ranks
 
 WORLD, B, C, T, EPS = 2, 3, 4, 5, 1e-5
 
@@ -92,9 +91,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("global-bn")
-    mp.spawn(_worker, args=(str(tmp / "rendezvous"), str(tmp)), nprocs=WORLD, join=True)
-    return [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("global-bn"), WORLD)
 
 
 def _textbook_bn(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from ecg_tune.config import TrialConfig
 from ecg_tune.data.store import SignalStore
 from ecg_tune.ssl.train import Trainer
+from tests.ssl.conftest import spawn_ranks
 
 WORLD, GLOBAL_BATCH, EPOCHS, STEPS = 2, 8, 2, 2
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -157,9 +157,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("parallel")
-    mp.spawn(_worker, args=(str(tmp / "rendezvous"), str(tmp)), nprocs=WORLD, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("parallel"), WORLD)
 
 
 @pytest.mark.parametrize("name", list(CASES))
