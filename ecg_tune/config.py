@@ -87,9 +87,9 @@ class TrainConfig:
     # Data-parallel BatchNorm: auto = the method's policy (global for SimCLR/BYOL/SwAV, per rank for a
     # per-sample loss), on = over the global batch, off = each rank's slice (far fewer collectives: the
     # faster choice on CPU workers, at the cost of the global-batch semantics), shuffle = each rank's
-    # slice, with the two views of a sample normalised on different ranks (MoCo's shuffling BatchNorm:
-    # no leak between a positive pair through shared statistics, two gathers per view instead of two
-    # collectives per layer; docs/benchmarks.md §11).
+    # slice, a sample's second view normalised in a random sub-batch of the global batch (MoCo's
+    # shuffling BatchNorm: no leak between a positive pair through shared statistics, three small
+    # collectives per extra view instead of two per layer; SimCLR, BYOL; docs/benchmarks.md §11).
     sync_batchnorm: str = "auto"
 
 

@@ -37,7 +37,7 @@ from ecg_tune.ssl.distributed import (
 
 def _global_stats(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Per (view group, channel) mean and biased variance over all ranks' samples of each part, and the
-    global count per channel, in one collective. Each rank's exact two-pass statistics (torch's own
+    global count per (group, channel), in one collective. Each rank's exact two-pass statistics (torch's own
     BatchNorm kernel, four times faster on CPU than `var_mean` over the batch and time dims) are combined
     in float64 (Chan et al.): n·m and M2 + n·m² summed over ranks give the global mean and variance
     without E[x²] − E[x]² cancellation."""
@@ -56,8 +56,8 @@ def _global_stats(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.
 
 
 class _Normalise(torch.autograd.Function):
-    """(x − mean) · invstd · w + b per view group with statistics of the global batch, and the exact
-    gradient through those statistics.
+    """(x − mean) · invstd · w + b per view group, with `mean` and `var` (G, C) those of the global batch
+    (`_global_stats`), and the exact gradient through them.
 
     Forward and backward run torch's BatchNorm kernels with the global statistics; the backward kernel
     takes its means of dy and dy·(x − mean) over this rank's samples, and one collective of their sums
@@ -66,22 +66,21 @@ class _Normalise(torch.autograd.Function):
     gradients over ranks)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
-                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        parts = x.chunk(groups)
-        mean, var, n = _global_stats(parts)
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                var: torch.Tensor, n: float, eps: float) -> torch.Tensor:
+        parts = x.chunk(mean.shape[0])
         out = [F.batch_norm(p, mean[g], var[g], weight, bias, False, 0.0, eps) for g, p in enumerate(parts)]
-        invstd = torch.rsqrt(var + eps)
-        ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.groups, ctx.n, ctx.eps = groups, n, eps
-        ctx.mark_non_differentiable(mean, var)
-        return (out[0] if groups == 1 else torch.cat(out)), mean, var
+        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
+        ctx.n, ctx.eps = n, eps
+        return out[0] if len(out) == 1 else torch.cat(out)
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, mean, invstd = ctx.saved_tensors
+        groups, c = mean.shape
+        xs = x.chunk(groups)
         dxs, sums, dw, db = [], [], torch.zeros_like(weight), torch.zeros_like(weight)
-        for g, (x_g, dy_g) in enumerate(zip(x.chunk(ctx.groups), dy.chunk(ctx.groups), strict=True)):
+        for g, (x_g, dy_g) in enumerate(zip(xs, dy.chunk(groups), strict=True)):
             dx_g, dw_g, db_g = torch.ops.aten.native_batch_norm_backward(
                 dy_g.contiguous(), x_g, weight, None, None, mean[g], invstd[g], True, ctx.eps, [True, True, True])
             dxs.append(dx_g)
@@ -90,18 +89,18 @@ class _Normalise(torch.autograd.Function):
             db += db_g
         local = torch.stack(sums)
         total = gather_stack(local).sum(dim=0)
-        n_local = x.numel() // ctx.groups // x.shape[1]
-        c = x.shape[1]
-        # Replace the kernel's local means by the global ones: dx += k·(Δmean(dy) + (x − mean)·invstd²·Δmean(dy·(x − mean))).
-        delta = local / n_local - total / ctx.n
+        # Replace the kernel's local means by the global ones:
+        # dx += k·(Δmean(dy) + (x − mean)·invstd²·Δmean(dy·(x − mean))), k = w·invstd.
+        delta = local / (xs[0].numel() // c) - total / ctx.n
         k = weight * invstd
         alpha = k * invstd * invstd * delta[:, c:]
         beta = k * delta[:, :c] - mean * alpha
         shape = (1, c) + (1,) * (x.dim() - 2)
-        for g, (dx_g, x_g) in enumerate(zip(dxs, x.chunk(ctx.groups), strict=True)):
+        for g, (dx_g, x_g) in enumerate(zip(dxs, xs, strict=True)):
             dx_g.addcmul_(x_g, alpha[g].view(shape)).add_(beta[g].view(shape))
-        dx = dxs[0] if ctx.groups == 1 else torch.cat(dxs)
-        return dx, dw if ctx.needs_input_grad[1] else None, db if ctx.needs_input_grad[2] else None, None, None
+        dx = dxs[0] if groups == 1 else torch.cat(dxs)
+        return (dx, dw if ctx.needs_input_grad[1] else None, db if ctx.needs_input_grad[2] else None,
+                None, None, None, None)
 
 
 class GlobalBatchNorm(nn.BatchNorm1d):
@@ -121,20 +120,21 @@ class GlobalBatchNorm(nn.BatchNorm1d):
             return super().forward(x)
         if x.dim() not in (2, 3):
             raise ValueError(f"expected 2-D or 3-D input (batch, channels[, time]), got {x.dim()}-D")
-        c = x.shape[1]
-        weight = self.weight if self.affine else torch.ones(c, device=x.device)
-        bias = self.bias if self.affine else torch.zeros(c, device=x.device)
-        y, mean, var = _Normalise.apply(x.float(), weight.float(), bias.float(), self.groups, self.eps)
+        xf = x.float()
+        with torch.no_grad():
+            mean, var, n = _global_stats(xf.chunk(self.groups))
         if self.training and self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 assert self.num_batches_tracked is not None and self.running_var is not None
-                n = x.numel() // self.groups // c * world_size()
                 for mean_g, var_g in zip(mean, var, strict=True):  # one update per view, in order
                     self.num_batches_tracked.add_(1)
                     factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                     self.running_mean.lerp_(mean_g.to(self.running_mean.dtype), factor)
                     self.running_var.lerp_((var_g * (n / max(n - 1, 1))).to(self.running_var.dtype), factor)
-        return y.to(x.dtype)
+        c = x.shape[1]
+        weight = self.weight.float() if self.affine else torch.ones(c, device=x.device)
+        bias = self.bias.float() if self.affine else torch.zeros(c, device=x.device)
+        return _Normalise.apply(xf, weight, bias, mean, var, n, self.eps).to(x.dtype)
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:

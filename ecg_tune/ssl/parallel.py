@@ -17,7 +17,8 @@ in tests), the trainer trains with the semantics of the global batch:
   global batch; EMA targets (BYOL, JEPA) stay identical because every rank applies the same update.
 * BatchNorm: where `Method.sync_batchnorm` is set (or `train.sync_batchnorm: on`), BatchNorm layers become `GlobalBatchNorm`
   (statistics over the global batch during training steps); `train.sync_batchnorm: shuffle` keeps them
-  per rank and normalises the views of one sample on different ranks (`global_batchnorm.encode_views`).
+  per rank and normalises a sample's second view in a random sub-batch (`global_batchnorm.encode_views`).
+  Per-rank running statistics are averaged over ranks at every epoch end (`average_running_stats`).
 * Epoch metrics are means over ranks; checkpoints are written by rank 0 and hold every rank's random
   generator states, so a resumed run with the same number of workers continues every rank's streams.
 """

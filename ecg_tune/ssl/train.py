@@ -294,7 +294,7 @@ class Trainer:
                 n_windows += batch.x.shape[0] * self.parallel.world
         if pending is not None:
             self._check_finite(*pending)
-        if self.parallel.active and self.batchnorm_mode != "global":  # per-rank running statistics
+        if self.batchnorm_mode != "global":  # per-rank running statistics (a no-op in one process)
             average_running_stats(self.method)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # honest epoch time
