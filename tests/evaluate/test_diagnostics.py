@@ -50,3 +50,15 @@ def test_collapsed_embeddings_and_constant_scores_are_flagged() -> None:
     collapsed = torch.ones(100, 16) + 1e-4 * healthy
     assert any("collapsed embeddings" in w for w in degenerate_warnings(scores, collapsed))
     assert any("near-constant" in w for w in degenerate_warnings(np.full((50, 4), 0.3), healthy))
+
+
+def test_a_shared_component_with_informative_spread_is_not_collapse() -> None:
+    """Features as vit1d's pooled ones on the PTB-XL sample: one large component common to every window
+    plus a varying part 0.08 % of its size (mean cosine 1 - 9e-7, as MAE's), which a standardising
+    linear head reads well: not flagged. With 13x less spread (1 - 5e-9) it is."""
+    rng = np.random.default_rng(1)
+    shared = torch.from_numpy(rng.standard_normal(96)) * 10
+    varying = torch.from_numpy(rng.standard_normal((64, 96)))
+    scores = rng.random((50, 4))
+    assert degenerate_warnings(scores, shared + 8e-3 * varying) == []
+    assert any("collapsed embeddings" in w for w in degenerate_warnings(scores, shared + 6e-4 * varying))

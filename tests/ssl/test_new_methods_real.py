@@ -70,3 +70,24 @@ def test_pretrained_linear_not_below_random_init(key: str, sample: Path, tmp_pat
     assert len(losses) == preset["epochs"] and all(v == v for v in losses)  # finite, one per epoch
     assert row["linear"] > 0.6, row
     assert row["linear"] >= row["random"] - GUARD, row  # not #16's 0.02 criterion: see above
+
+
+def test_mae_meets_the_criterion_at_the_bench_budget(sample: Path, tmp_path: Path) -> None:
+    """Issue #16's criterion itself (within 0.02 of the random-init copy) for MAE at the bench preset's
+    24 epochs, with MAE's own patch (a tenth of the window): docs §10 measured +0.022 (the other three
+    methods there are within 0.017 of the limit, too close to gate CI on another CPU's rounding)."""
+    import torch
+
+    bench = load_bench()
+    preset = bench.PRESETS["bench"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        row = bench.run_method("mae", preset["settings"]["mae"], sample, tmp_path, epochs=preset["epochs"],
+                               batch_size=preset["batch_size"], bootstrap=200)
+    finally:
+        torch.set_num_threads(threads)
+    from ecg_tune.ssl.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "mae" / "encoder.ckpt").header["encoder"]["params"]["patch_size"] == 25
+    assert row["linear"] >= row["random"] - 0.02, row
