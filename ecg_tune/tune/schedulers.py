@@ -87,7 +87,7 @@ class HyperBand(Scheduler):
 class PBT(Scheduler):
     """Population-based training: exploit the best members' checkpoints, mutate the space's top-level floats."""
 
-    uses = ("budget.trials", "budget.perturbation_interval")
+    uses = ("budget.trials", "budget.perturbation_interval", "budget.quantile_fraction")
     population = True
 
     @classmethod

@@ -207,6 +207,22 @@ class ClipToSpace:
         return config
 
 
+class FinalResultPBT(PopulationBasedTraining):
+    """Ray's PBT, except that a trial's final result is never a reason to exploit.
+
+    Ray hands PBT every result, the last one included. A bottom-quantile trial exploited on its last
+    epoch would restart on the donor's finished weights with no epoch left to train under the mutated
+    config: its final result would mix the donor's weights and probe with its own evaluation, and the
+    mutated value would never be trained with. Such a trial simply finishes; for the others it stays in
+    the population with the score and checkpoint of its previous perturbation."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if result.get(FULL_BUDGET_KEY):
+            return TrialScheduler.CONTINUE
+        decision: str = super().on_trial_result(tune_controller, trial, result)
+        return decision
+
+
 def make_pbt(spec: SweepSpec, **common: Any) -> PopulationBasedTraining:
     """PBT over a population that sweep.py puts under GRID_KEY (Ray's PBT refuses a search algorithm,
     so the population is drawn from the space up front): the space's top-level floats are mutated."""
@@ -214,9 +230,10 @@ def make_pbt(spec: SweepSpec, **common: Any) -> PopulationBasedTraining:
 
     floats = pbt_mutations(spec.space)
     mutations = {n.key: (tune.loguniform(n.low, n.high) if n.log else tune.uniform(n.low, n.high)) for n in floats}
-    return PopulationBasedTraining(
+    return FinalResultPBT(
         **common,  # time_attr, metric, mode: as every scheduler (make_scheduler)
         perturbation_interval=spec.budget.perturbation_interval,
+        quantile_fraction=spec.budget.quantile_fraction,
         hyperparam_mutations={GRID_KEY: mutations},
         custom_explore_fn=ClipToSpace({n.key: (n.low, n.high) for n in floats}),
     )

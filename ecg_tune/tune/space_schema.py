@@ -196,6 +196,7 @@ class Budget:
     time_budget_s: float | None = None
     max_concurrent: int = 0  # 0 = as many as resources allow
     perturbation_interval: int = 2  # pbt: epochs between exploit/explore steps
+    quantile_fraction: float = 0.25  # pbt: the bottom fraction exploits the top one (Ray's default)
     device_hours: float | None = None  # no new trial once the sweep's trials used this much (tune/cost.py)
 
 

@@ -179,7 +179,7 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
     _check_keys("budget", budget, {f for f in Budget.__dataclass_fields__})
     b = Budget()
     for k, v in budget.items():
-        kind = float if k in ("time_budget_s", "device_hours") else int
+        kind = float if k in ("time_budget_s", "device_hours", "quantile_fraction") else int
         setattr(b, k, None if v is None else _number(f"budget.{k}", v, kind))
     if b.trials < 1 or b.max_epochs < 1:
         raise ConfigError("budget", "trials and max_epochs must be at least 1")
@@ -199,6 +199,9 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
         raise ConfigError("budget.device_hours", "must be positive (or omitted for no limit)")
     if b.perturbation_interval < 1:
         raise ConfigError("budget.perturbation_interval", "must be at least 1 epoch")
+    if not 0 < b.quantile_fraction <= 0.5:
+        raise ConfigError("budget.quantile_fraction", f"must be in (0, 0.5] (the bottom and top fractions "
+                                                      f"may not overlap), got {b.quantile_fraction}")
     spec.budget = b
 
     res = _require_mapping("resources", doc.get("resources", {}))

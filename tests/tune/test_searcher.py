@@ -70,10 +70,11 @@ def test_pbt_mutates_the_top_level_floats_under_the_grid_key_and_keeps_them_in_b
 
     from ecg_tune.tune.spaces import GRID_KEY
 
-    spec = parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "perturbation_interval": 2}})
+    spec = parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "perturbation_interval": 2,
+                                                               "quantile_fraction": 0.5}})
     sched = make_scheduler(spec)
     assert isinstance(sched, PopulationBasedTraining)
-    assert sched._perturbation_interval == 2 and sched._time_attr == "epoch"
+    assert sched._perturbation_interval == 2 and sched._time_attr == "epoch" and sched._quantile_fraction == 0.5
     # method.temperature sits in a branch: only simclr trials have it, so PBT leaves it alone.
     assert set(sched._hyperparam_mutations) == {GRID_KEY}
     assert set(sched._hyperparam_mutations[GRID_KEY]) == {"optim.lr"}
@@ -87,6 +88,44 @@ def test_pbt_mutates_the_top_level_floats_under_the_grid_key_and_keeps_them_in_b
     pickle.loads(pickle.dumps(sched))  # Ray stores the scheduler with the experiment
 
 
+def test_pbt_never_exploits_on_a_trials_final_result() -> None:
+    """A trial exploited on its last result would restart on the donor's finished weights with no
+    epoch left to train under the mutated config (seen in CI: its run showed one lr, the final report
+    under the new one was a duplicate). PBT may look at the population only before the last epoch."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from ecg_tune.tune.searcher import FULL_BUDGET_KEY
+    from ecg_tune.tune.spaces import GRID_KEY
+
+    class Consulted(Exception):
+        pass
+
+    class Controller:  # the part of Ray's TuneController that PBT uses when it decides on a result
+        search_alg = None
+
+        def get_trials(self) -> list:
+            raise Consulted
+
+    spec = parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "perturbation_interval": 1}})
+    sched = make_scheduler(spec)
+    sched.set_search_properties("probe_auc", "max")
+    class Trial:  # what PBT reads of a trial when it is added (hashable, as Ray's Trial)
+        experiment_tag, config = "0", {GRID_KEY: {"optim.lr": 1e-3}}
+        run_metadata = SimpleNamespace(checkpoint_manager=SimpleNamespace(checkpoint_config=SimpleNamespace(num_to_keep=4)))
+
+        def is_finished(self) -> bool:
+            return False
+
+    trial = Trial()
+    sched.on_trial_add(Controller(), trial)
+    with pytest.raises(Consulted):  # an intermediate result past the interval: PBT ranks the population
+        sched.on_trial_result(Controller(), trial, {"epoch": 3, "probe_auc": 0.5})
+    final = {"epoch": 4, "probe_auc": 0.5, FULL_BUDGET_KEY: 1.0}
+    assert sched.on_trial_result(Controller(), trial, final) == TrialScheduler.CONTINUE
+
+
 def test_pbt_needs_a_float_to_explore() -> None:
     from ecg_tune.errors import ConfigError
 
@@ -94,6 +133,9 @@ def test_pbt_needs_a_float_to_explore() -> None:
         parse_spec({**SPEC, "scheduler": "pbt", "space": {"method.name": {"choice": ["simclr", "byol"]}}})
     with pytest.raises(ConfigError, match="budget.perturbation_interval"):
         parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "perturbation_interval": 0}})
+    for bad in (0, 0.6, -0.25):  # the bottom and top fractions may not overlap
+        with pytest.raises(ConfigError, match=r"budget.quantile_fraction.*\(0, 0.5\]"):
+            parse_spec({**SPEC, "scheduler": "pbt", "budget": {**SPEC["budget"], "quantile_fraction": bad}})
 
 
 def test_pbt_population_is_seeded_complete_and_within_the_space() -> None:
