@@ -213,8 +213,8 @@ class FinalResultPBT(PopulationBasedTraining):
     Ray hands PBT every result, the last one included. A bottom-quantile trial exploited on its last
     epoch would restart on the donor's finished weights with no epoch left to train under the mutated
     config: its final result would mix the donor's weights and probe with its own evaluation, and the
-    mutated value would never be trained with. Such a trial simply finishes; for the others it stays in
-    the population with the score and checkpoint of its previous perturbation."""
+    mutated value would never be trained with. Such a trial simply finishes (until it has ended, the
+    others see it with the score and checkpoint of its previous perturbation; then Ray's PBT drops it)."""
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if result.get(FULL_BUDGET_KEY):
