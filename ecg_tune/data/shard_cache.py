@@ -11,10 +11,12 @@ then renamed into place (`os.replace`): a reader sees a complete, verified file 
 that miss at once both copy; the second rename replaces an identical file. Nothing but shard bytes is
 written here (no URIs with credentials, no configuration). There is no eviction: size the folder for
 the corpus (the int16 size that `data.mode: auto` reports, plus the shards' `du` for remote shards).
+A full disk (or quota) raises `CacheFull`, on which a reader goes on without the cache.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -27,6 +29,16 @@ import pyarrow.fs as pafs
 from ecg_tune.errors import DatasetError
 
 _BLOCK = 2**22
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class CacheFull(DatasetError):
+    """The cache's disk or quota is full (nothing partial is left behind): read without the cache."""
+
+
+def _write_error(what: str, root: Path, e: OSError) -> DatasetError:
+    kind = CacheFull if e.errno in _FULL else DatasetError
+    return kind(f"{what} {root} ({e})")
 
 
 class ShardCache:
@@ -58,8 +70,8 @@ class ShardCache:
                         out.write(block)
                     out.flush()
                     os.fsync(out.fileno())
-            except (FileNotFoundError, OSError) as e:
-                raise DatasetError(f"{where}: cannot copy the shard into the cache {self.root} ({e})") from None
+            except OSError as e:
+                raise _write_error(f"{where}: cannot copy the shard into the cache", self.root, e) from None
             if digest.hexdigest() != sha256:
                 raise DatasetError(f"{where}: sha256 does not match the manifest (corrupt or modified shard)")
             os.replace(tmp, dest)
@@ -88,7 +100,7 @@ class ShardCache:
                     out.flush()
                     os.fsync(out.fileno())
             except OSError as e:
-                raise DatasetError(f"{where}: cannot write the decoded shard into the cache {self.root} ({e})") from None
+                raise _write_error(f"{where}: cannot write the decoded shard into the cache", self.root, e) from None
             if tmp.stat().st_size != nbytes:
                 raise DatasetError(f"{where}: decoded {tmp.stat().st_size} bytes, the manifest's n_samples say {nbytes}")
             os.replace(tmp, dest)

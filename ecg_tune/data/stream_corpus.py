@@ -8,10 +8,13 @@ from any `pyarrow.fs` file system: a local folder, a shared file system, or `s3:
 carries a key is refused, because data paths are written into configs, checkpoints and sweep folders).
 With a `ShardCache`, remote shards are copied to local disk on first use, and every shard is decoded once
 into a raw int16 file there that later reads memory-map (no decompression after the first epoch).
+When the cache's disk fills up, the corpus warns once and goes on reading the shards themselves: a
+trial slows down instead of failing.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass
@@ -24,9 +27,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ecg_tune.data.manifest import MANIFEST, Manifest
-from ecg_tune.data.shard_cache import ShardCache
+from ecg_tune.data.shard_cache import CacheFull, ShardCache
 from ecg_tune.errors import DatasetError
 
+log = logging.getLogger(__name__)
 _SECRET_QUERY_KEYS = ("access_key", "secret_key", "session_token")
 
 
@@ -145,8 +149,12 @@ class StreamCorpus:
         entry, n_leads = self.manifest.shards[group.shard], len(self.lead_names)
         lo = self._shard_first[group.shard]
         shard_lengths = self.lengths[lo : lo + int(entry["rows"])]
-        path = self.cache.decoded(entry["sha256"], int(shard_lengths.sum()) * n_leads * 2,
-                                  lambda out: self._decode_shard(group.shard, out), self.shard_uri(group.shard))
+        try:
+            path = self.cache.decoded(entry["sha256"], int(shard_lengths.sum()) * n_leads * 2,
+                                      lambda out: self._decode_shard(group.shard, out), self.shard_uri(group.shard))
+        except CacheFull as e:
+            self._without_cache(e)
+            return self._read_parquet(group)
         rows = self.lengths[group.first : group.first + group.rows]
         row_start = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
         count = int(rows.sum())
@@ -155,6 +163,12 @@ class StreamCorpus:
         before = int(self.lengths[lo : group.first].sum())
         data = np.memmap(path, dtype="<i2", mode="r", offset=before * n_leads * 2, shape=(count, n_leads))
         return data, row_start
+
+    def _without_cache(self, e: CacheFull) -> None:
+        if self.cache is not None:
+            log.warning("%s; streaming on without the cache (slower: every epoch decompresses the shards "
+                        "again). Free space there or point data.stream_cache at a larger disk.", e)
+        self.cache = None
 
     def _decode_shard(self, shard: int, out: BinaryIO) -> None:
         for group in self.groups:
@@ -167,7 +181,10 @@ class StreamCorpus:
         where = self.shard_uri(group.shard)
         filesystem, path = self.filesystem, f"{self.base}/{entry['file']}"
         if self.cache is not None and self.remote:
-            filesystem, path = pafs.LocalFileSystem(), str(self.cache.local(filesystem, path, entry["sha256"], where))
+            try:
+                filesystem, path = pafs.LocalFileSystem(), str(self.cache.local(filesystem, path, entry["sha256"], where))
+            except CacheFull as e:
+                self._without_cache(e)
         try:
             with filesystem.open_input_file(path) as f:
                 table = pq.ParquetFile(f).read_row_group(group.group, columns=["signal"], use_threads=False)

@@ -186,6 +186,41 @@ def test_decoded_cache_streams_the_same_batches_as_the_shards(corpus: Path, tmp_
     assert sum(f.stat().st_size for f in decoded) == open_dataset(corpus).store.data.nbytes
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_full_cache_disk_slows_streaming_down_instead_of_failing_it(
+    where: str, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+) -> None:
+    """ENOSPC while the cache writes (at fsync: delayed allocation) costs speed, not the trial: the
+    batches are those of the shards, nothing partial is left in the cache, one warning says why."""
+    import errno
+    import logging
+
+    import ecg_tune.data.shard_cache as shard_cache
+
+    uri = str(corpus) if where == "local" else request.getfixturevalue("s3_uri")
+    part, plain = Part(), StreamSource([StreamCorpus.open(corpus)], buffer=30)
+    full_root = tmp_path / "full"
+    cached = StreamSource([StreamCorpus.open(uri, cache=ShardCache(full_root))], buffer=30)
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shard_cache.os, "fsync", disk_full)
+    with caplog.at_level(logging.WARNING, logger="ecg_tune.data.stream_corpus"):
+        for epoch in (0, 1):
+            assert all(np.array_equal(a, b) for a, b in zip(all_batches(plain, part, epoch),
+                                                            all_batches(cached, part, epoch), strict=True))
+    warned = [r.getMessage() for r in caplog.records if "without the cache" in r.getMessage()]
+    assert len(warned) == 1 and str(full_root) in warned[0] and "No space left" in warned[0]
+    assert not [f for f in full_root.rglob("*") if f.is_file()], "no partial file stays in the cache"
+    # Any other write error still stops the read, naming the shard and the cache.
+    monkeypatch.setattr(shard_cache.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    broken = StreamSource([StreamCorpus.open(uri, cache=ShardCache(tmp_path / "eio"))], buffer=30)
+    with pytest.raises(DatasetError, match=r"shard-.*cannot (write|copy) the .*cache .*I/O error"):
+        all_batches(broken, part, 0)
+
+
 PEAK_RSS = textwrap.dedent("""
     import sys
     from ecg_tune.data.stream import Part, StreamSource
