@@ -219,8 +219,7 @@ class FinalResultPBT(PopulationBasedTraining):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if result.get(FULL_BUDGET_KEY):
             return TrialScheduler.CONTINUE
-        decision: str = super().on_trial_result(tune_controller, trial, result)
-        return decision
+        return str(super().on_trial_result(tune_controller, trial, result))
 
 
 def make_pbt(spec: SweepSpec, **common: Any) -> PopulationBasedTraining:

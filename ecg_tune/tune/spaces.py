@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
@@ -178,8 +178,9 @@ def parse_spec(doc: Any, *, base_dir: str = ".", source_text: str = "") -> Sweep
     budget = _require_mapping("budget", doc.get("budget", {}))
     _check_keys("budget", budget, {f for f in Budget.__dataclass_fields__})
     b = Budget()
+    hints = get_type_hints(Budget)  # a key's number kind is its field's type (`float | None` is a float)
     for k, v in budget.items():
-        kind = float if k in ("time_budget_s", "device_hours", "quantile_fraction") else int
+        kind = float if float in (hints[k], *get_args(hints[k])) else int
         setattr(b, k, None if v is None else _number(f"budget.{k}", v, kind))
     if b.trials < 1 or b.max_epochs < 1:
         raise ConfigError("budget", "trials and max_epochs must be at least 1")
